@@ -1,0 +1,23 @@
+# Two commands on a fresh machine (Python 3.11 + pip): `make repro` and `make test`.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(CURDIR)/$(VENV)/bin
+RUN    := PATH="$(BIN):$$PATH"
+
+.PHONY: setup repro test bench
+
+$(VENV)/.installed: requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q -r requirements.lock
+	touch $@
+
+setup: $(VENV)/.installed          ## virtual environment with the pinned dependencies
+
+repro: setup                       ## run the whole DVC pipeline on the bundled data
+	$(RUN) dvc repro
+
+test: setup                        ## the test suite (CI runs exactly this)
+	$(RUN) python -m pytest
+
+bench: setup                       ## speed figures of every stage, printed as a table
+	$(RUN) python -m bench

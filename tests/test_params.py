@@ -1,0 +1,50 @@
+import copy
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from tasks import params
+
+
+@pytest.fixture
+def raw():
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_project_params_load_and_presets_resolve(raw):
+    p = params.parse(raw)
+    assert p.train.config is p.train.presets["quick"]
+    assert set(p.train.presets) >= {"quick", "full", "seed001"}
+    s = p.train.presets["seed001"]
+    assert (s.arch.widths, s.arch.kernels, s.batch_size, s.optimizer.name) == ((32, 64), (5, 3), 86, "rmsprop")
+
+
+@pytest.mark.parametrize("path, message", [
+    (("train", "presets", "quick", "epoch"), "unknown key 'train.presets.quick.epoch'"),
+    (("split", "shuffle"), "unknown key 'split.shuffle'"),
+    (("colour",), "unknown key 'colour'"),
+])
+def test_unknown_key_is_an_error_naming_the_key(raw, path, message):
+    node = raw
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = 1
+    with pytest.raises(params.ParamsError, match=message):
+        params.parse(raw)
+
+
+def test_missing_key_and_wrong_type(raw):
+    bad = copy.deepcopy(raw)
+    del bad["train"]["presets"]["full"]["arch"]["dense"]
+    with pytest.raises(params.ParamsError, match="missing key 'train.presets.full.arch.dense'"):
+        params.parse(bad)
+    raw["base"]["seed"] = "x"
+    with pytest.raises(params.ParamsError, match="'base.seed' must be int"):
+        params.parse(raw)
+
+
+def test_unknown_preset_lists_the_known_ones(raw):
+    raw["train"]["preset"] = "huge"
+    with pytest.raises(params.ParamsError, match="'train.preset' is 'huge'; known presets: full, quick, seed001"):
+        params.parse(raw)
