@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
 RUN    := PATH="$(BIN):$$PATH"
 
-.PHONY: setup repro test bench
+.PHONY: setup setup-gpu repro test bench
 
 $(VENV)/.installed: requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -12,6 +12,10 @@ $(VENV)/.installed: requirements.lock
 	touch $@
 
 setup: $(VENV)/.installed          ## virtual environment with the pinned dependencies
+
+setup-gpu: setup                   ## GPU worker: swap the CPU build of TensorFlow for the CUDA one
+	$(BIN)/pip uninstall -y -q tensorflow-cpu
+	$(BIN)/pip install -q -c requirements.lock ".[gpu]"
 
 repro: setup                       ## run the whole DVC pipeline on the bundled data
 	$(RUN) dvc repro

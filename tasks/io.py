@@ -28,7 +28,8 @@ def atomic_path(path, directory: bool = False):
     if directory:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     else:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+        # the name keeps every suffix (.weights.h5, .keras): some writers insist on it
+        fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=f"-{path.name}", dir=path.parent)
         os.close(fd)
         tmp = Path(name)
     try:

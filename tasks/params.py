@@ -37,7 +37,7 @@ class Split:
 class Arch:
     widths: tuple[int, ...]     # filters of each conv block; a 2x2 max-pool ends every block
     kernels: tuple[int, ...]    # kernel size of each block's convolutions
-    convs_per_block: int
+    convs: tuple[int, ...]      # convolutions in each block
     padding: str                # "same" or "valid"
     batch_norm: bool
     block_dropout: float        # dropout after each block
@@ -84,11 +84,34 @@ class Train:
 
 
 @dataclasses.dataclass(frozen=True)
+class Baseline:
+    train_size: int             # training images used (stratified subsample); 0 = the whole split
+    pca: int                    # PCA components before the model; 0 = none
+    standardize: bool           # StandardScaler after pixel/255 (for linear models, SVC, MLP)
+    options: dict[str, typing.Any]   # keyword arguments of the scikit-learn estimator
+
+
+@dataclasses.dataclass(frozen=True)
+class Detector:
+    digit: int                  # the "is it a <digit>" binary detector of seed 004
+    precision: float            # threshold chosen for at least this precision
+    train_size: int
+    folds: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Baselines:
+    models: dict[str, Baseline]
+    detector: Detector
+
+
+@dataclasses.dataclass(frozen=True)
 class Params:
     base: Base
     data: Data
     split: Split
     train: Train
+    baselines: Baselines
 
 
 def _join(key: str, name: str) -> str:
@@ -119,6 +142,8 @@ def _build(tp, value, key: str):
             raise ParamsError(f"params: '{key}' must be a list, got {value!r}")
         (et, _) = typing.get_args(tp)
         return tuple(_build(et, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if tp is typing.Any:
+        return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
@@ -144,8 +169,9 @@ def _check(p: Params) -> None:
                           f"known presets: {', '.join(sorted(p.train.presets))}")
     for name, preset in p.train.presets.items():
         a = preset.arch
-        if len(a.widths) != len(a.kernels):
-            raise ParamsError(f"params: 'train.presets.{name}.arch' widths and kernels differ in length")
+        if not len(a.widths) == len(a.kernels) == len(a.convs):
+            raise ParamsError(f"params: 'train.presets.{name}.arch': widths, kernels and convs "
+                              "need one entry per block")
 
 
 def load(path: Path = paths.PARAMS) -> Params:

@@ -55,3 +55,6 @@ def cache_dir() -> Path:
     """Where downloads are cached between runs and clones (outside the workspace, like pip's)."""
     default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "digit-recognizer"
     return Path(os.environ.get("DIGITS_CACHE_DIR", default))
+EVAL_PLOTS = PLOTS_DIR / "evaluate"
+EDA_PLOTS = PLOTS_DIR / "eda"
+BASELINE_PLOTS = PLOTS_DIR / "baselines"

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from tasks import ingest, paths
 from tasks.io import LABEL, PIXELS
@@ -66,3 +67,20 @@ def sh(cwd: Path, *cmd, check: bool = True) -> subprocess.CompletedProcess:
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def set_params(repo: Path, **changes) -> None:
+    """Edit params.yaml in `repo`: keys are dotted paths (as `dvc exp run -S` takes them)."""
+    raw = yaml.safe_load((repo / "params.yaml").read_text())
+    for dotted, value in changes.items():
+        node = raw
+        *parents, last = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+# A tiny but real run: 1 epoch of a 4-8 filter net on a few hundred images.
+TINY = {"data.source": "kaggle", "train.presets.quick.epochs": 1, "train.presets.quick.batch_size": 64,
+        "train.presets.quick.arch.widths": [4, 8], "train.presets.quick.arch.dense": 16}

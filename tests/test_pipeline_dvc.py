@@ -3,23 +3,10 @@ import json
 
 import pandas as pd
 import pytest
-import yaml
 
-from conftest import make_repo, sh, write_sample
+from conftest import TINY, make_repo, set_params, sh, write_sample
 
 pytestmark = pytest.mark.integration
-
-
-def set_params(repo, **changes):
-    """Edit params.yaml in `repo`: keys are dotted paths (as `dvc exp run -S` takes them)."""
-    raw = yaml.safe_load((repo / "params.yaml").read_text())
-    for dotted, value in changes.items():
-        node = raw
-        *parents, last = dotted.split(".")
-        for key in parents:
-            node = node[key]
-        node[last] = value
-    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
 def test_data_stages_from_kaggle_files_then_noop_then_change(tmp_path, mnist):
@@ -48,3 +35,41 @@ def test_data_stages_from_kaggle_files_then_noop_then_change(tmp_path, mnist):
     assert proc.returncode != 0
     assert "column label: 1 value outside the integers 0..9 (rows 5)" in proc.stderr + proc.stdout
     assert "Running stage 'convert'" not in proc.stdout
+
+
+def test_full_repro_then_compare_branches(tmp_path, mnist):
+    """main and a branch with another training param: metrics diff and plots diff across them."""
+    repo = make_repo(tmp_path)
+    write_sample(repo / "data/kaggle", mnist, n_train=500, n_test=60)
+    set_params(repo, **TINY)
+    out = sh(repo, "dvc", "repro").stdout
+    assert "kaggle competitions submit -c digit-recognizer -f submission/submission.csv" in out
+    sub = pd.read_csv(repo / "submission/submission.csv")
+    assert list(sub.columns) == ["ImageId", "Label"] and sub.ImageId.tolist() == list(range(1, 61))
+    assert pd.read_parquet(repo / "submission/probabilities.parquet").shape == (60, 11)
+    assert json.loads((repo / "metrics/score.json").read_text())["answer_key"] is False
+    assert "## Confusion matrix" in (repo / "reports/report.md").read_text()
+    shown = json.loads(sh(repo, "dvc", "metrics", "show", "--json").stdout)
+    assert "metrics/evaluate.json" in json.dumps(shown) and "metrics/train.json" in json.dumps(shown)
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "baseline run")
+
+    sh(repo, "git", "checkout", "-qb", "more-epochs")
+    set_params(repo, **{"train.presets.quick.epochs": 3})
+    out = sh(repo, "dvc", "repro").stdout
+    assert "Running stage 'train'" in out and "Running stage 'ingest'" not in out
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "3 epochs")
+
+    diff = json.loads(sh(repo, "dvc", "metrics", "diff", "main", "more-epochs", "--json").stdout)
+    acc = diff["metrics/evaluate.json"]["accuracy"]
+    assert acc["old"] != acc["new"] and acc["diff"] == pytest.approx(acc["new"] - acc["old"])
+    assert diff["metrics/train.json"]["epochs"] == {"old": 1, "new": 3, "diff": 2}
+
+    plots = json.loads(sh(repo, "dvc", "plots", "diff", "main", "more-epochs", "--json",
+                          "--split").stdout)
+    confusion = plots["plots/evaluate/confusion.csv"]
+    revs = {row["rev"] for entry in confusion for row in entry["content"]["data"]["values"]}
+    assert revs == {"main", "more-epochs"}
+    html = sh(repo, "dvc", "plots", "diff", "main", "more-epochs", "-o", str(tmp_path / "plots")).stdout
+    assert (tmp_path / "plots/index.html").exists()

@@ -1,0 +1,119 @@
+"""Benchmarks: python -m bench [--only data,train,predict,baselines] [--seed001-epochs N].
+
+Prints one table per part. Speed targets live here, not in tests:
+  data     each data stage as `python -m tasks.<stage>` on the full bundled data (60,000 + 10,000)
+  train    `quick` against `seed001` on the same split and machine: images/s and the time each
+           first reaches 99.4% validation accuracy (seed001 capped at --seed001-epochs)
+  predict  28,000 test images (Kaggle's test size) through models/model.keras
+"""
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET = 0.994
+
+
+def table(title: str, header: list, rows: list) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    print(f"\n{title}\n" + fmt.format(*header) + "\n" + fmt.format(*("-" * w for w in widths)))
+    for row in rows:
+        print(fmt.format(*row))
+
+
+def machine() -> str:
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+    return f"{os.cpu_count()} CPU cores ({cpu}), Python {platform.python_version()}"
+
+
+def bench_data() -> None:
+    """Each stage's real command in a scratch workspace, timed end to end (imports included)."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(ROOT / "params.yaml", tmp)
+        env = os.environ | {"PYTHONPATH": str(ROOT)}
+        for stage, n in (("ingest", 70_000), ("validate", 70_000), ("convert", 70_000), ("split", 60_000)):
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", f"tasks.{stage}"], cwd=tmp, env=env, check=True,
+                           stdout=subprocess.DEVNULL)
+            dt = time.perf_counter() - t0
+            rows.append([stage, f"{dt:.2f}", f"{n / dt:,.0f}"])
+    table("Data stages (train 60,000 x 785 + test 10,000 x 784)", ["stage", "seconds", "rows/s"], rows)
+
+
+def first_reach(history: list, target: float):
+    return next((h["seconds"] for h in history if h["val_accuracy"] >= target), None)
+
+
+def bench_train(seed001_epochs: int) -> None:
+    import dataclasses
+    import pandas as pd
+    from tasks import params, paths, train
+    p = params.load(ROOT / "params.yaml")
+    tr, va = pd.read_parquet(ROOT / paths.SPLIT_TRAIN), pd.read_parquet(ROOT / paths.SPLIT_VAL)
+    rows, reach = [], {}
+    for name, epochs in (("quick", None), ("seed001", seed001_epochs)):
+        cfg = p.train.presets[name]
+        cfg = dataclasses.replace(cfg, epochs=epochs) if epochs else cfg
+        with tempfile.TemporaryDirectory() as tmp:
+            _, m, state = train.train(cfg, p.base.seed, tr, va, f"bench-{name}", Path(tmp) / "ck", Path(tmp) / "live")
+        reach[name] = first_reach(state["history"], TARGET)
+        rows.append([name, cfg.epochs, f"{m['images_per_second']:,.0f}", f"{m['train_seconds']:.0f}",
+                     f"{m['val_accuracy']:.4f}", f"{reach[name]:.0f}" if reach[name] else f"not within {cfg.epochs} epochs"])
+    table(f"Training on {len(tr):,} images, validation {len(va):,} ({machine()})",
+          ["preset", "epochs", "images/s", "train s", "best val acc", f"s to {TARGET:.1%}"], rows)
+    q, s = reach["quick"], reach["seed001"]
+    if q and s:
+        print(f"quick reaches {TARGET:.1%} {s / q:.1f}x sooner than seed001")
+    elif q:
+        total = float(rows[1][3])
+        print(f"seed001 did not reach {TARGET:.1%} in {seed001_epochs} epochs ({total:.0f} s): quick is at least "
+              f"{total / q:.1f}x sooner (no extrapolation)")
+
+
+def bench_predict() -> None:
+    import numpy as np
+    import pandas as pd
+    from tasks import model as model_mod
+    from tasks import paths, predict
+    t0 = time.perf_counter()
+    model = model_mod.load(ROOT / paths.MODEL)
+    load = time.perf_counter() - t0
+    test = pd.read_parquet(ROOT / paths.TEST_PARQUET)
+    frame = pd.concat([test] * int(np.ceil(28_000 / len(test))))[:28_000]
+    predict.predict(model, frame[:1024])                  # first call builds the graph
+    t0 = time.perf_counter()
+    predict.predict(model, frame)
+    dt = time.perf_counter() - t0
+    table(f"Predict ({machine()})", ["images", "load model s", "predict s", "images/s"],
+          [[f"{len(frame):,}", f"{load:.2f}", f"{dt:.2f}", f"{len(frame) / dt:,.0f}"]])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--only", default="data,train,predict,baselines")
+    ap.add_argument("--seed001-epochs", type=int, default=5)
+    args = ap.parse_args()
+    os.chdir(ROOT)
+    parts = args.only.split(",")
+    print(f"machine: {machine()}")
+    if "data" in parts:
+        bench_data()
+    if "train" in parts:
+        bench_train(args.seed001_epochs)
+    if "predict" in parts:
+        bench_predict()
+    if "baselines" in parts and (ROOT / "tasks/baselines.py").exists():
+        from bench.baselines import bench_baselines
+        bench_baselines(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Prefect flows that orchestrate the DVC pipeline (scheduling, retries, workers, run history)."""

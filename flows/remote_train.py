@@ -1,0 +1,92 @@
+"""The train stage on another worker (the `gpu` pool), with data and model moving through the DVC remote.
+
+The caller (the pipeline flow on a `cpu` worker) pushes the split data to the DVC remote and sends
+its dvc.lock and params.yaml; this flow, in the GPU worker's own clone of the same commit, pulls
+the split, runs `dvc repro --single-item train`, pushes the model and returns the new lock entry
+and the small git-tracked outputs. The caller then pulls the model. No shared disk is needed.
+"""
+import json
+import subprocess
+from pathlib import Path
+
+import yaml
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+from flows import dvc_ops
+from tasks import paths
+
+STAGE = "train"
+GIT_TRACKED = [paths.TRAIN_METRICS]          # train outputs with cache: false travel in the result
+RESULT_KEY = "digits-train-result"           # the result travels as an artifact on the Prefect server,
+                                             # so the workers need share nothing but server and remote
+
+
+def git_head(repo: Path) -> str:
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def lock_entry(repo: Path, stage: str) -> dict:
+    return yaml.safe_load((repo / "dvc.lock").read_text())["stages"][stage]
+
+
+def merge_lock_entry(repo: Path, stage: str, entry: dict) -> None:
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    lock["stages"][stage] = entry
+    (repo / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+
+
+def dvc(repo: Path, *args) -> None:
+    proc = subprocess.run(dvc_ops.dvc_cmd(*args), cwd=repo, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise dvc_ops.StageFailed(f"dvc {' '.join(args)} failed in {repo}:\n{proc.stdout}{proc.stderr}")
+
+
+@flow(name="digits-train-remote", log_prints=True)
+def train_remote(rev: str, lock: str, params: str, repo_dir: str = ".") -> dict:
+    """Train on this worker from the caller's lock and params; return the lock entry and files."""
+    repo = Path(repo_dir).resolve()
+    log = get_run_logger()
+    if git_head(repo) != rev:
+        raise dvc_ops.StageFailed(f"worker checkout {repo} is at {git_head(repo)}, the caller at {rev}: "
+                                  "update the worker's clone (git pull) first")
+    (repo / "params.yaml").write_text(params)
+    (repo / "dvc.lock").write_text(lock)
+    dvc(repo, "pull", "split")
+    dvc_ops.repro_stage(repo, STAGE, force=False, log=log.info)
+    dvc(repo, "push", STAGE)
+    result = {"lock": lock_entry(repo, STAGE), "files": {str(p): (repo / p).read_text() for p in GIT_TRACKED}}
+    create_markdown_artifact(key=RESULT_KEY, description="dvc.lock entry and metrics of the remote train stage",
+                             markdown=f"```json\n{json.dumps(result, indent=1)}\n```")
+    return result
+
+
+def read_result(flow_run_id) -> dict:
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[RESULT_KEY]), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    if not found:
+        raise dvc_ops.StageFailed(f"remote train run {flow_run_id} left no {RESULT_KEY} artifact")
+    text = found[0].data
+    return json.loads(text[text.index("{"): text.rindex("}") + 1])
+
+
+def dispatch(repo: Path, deployment: str, log) -> None:
+    """Caller side: push the split, run the train deployment, take its results back."""
+    from prefect.deployments import run_deployment
+    dvc(repo, "push", "split")
+    run = run_deployment(deployment, parameters={
+        "rev": git_head(repo), "lock": (repo / "dvc.lock").read_text(),
+        "params": (repo / "params.yaml").read_text()}, timeout=None)
+    if not run.state.is_completed():
+        raise dvc_ops.StageFailed(f"{deployment} ended {run.state.name}: {run.state.message}")
+    result = read_result(run.id)
+    merge_lock_entry(repo, STAGE, result["lock"])
+    for rel, text in result["files"].items():
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / rel).write_text(text)
+    dvc(repo, "pull", STAGE)
+    log(f"train ran on {deployment}; model pulled from the DVC remote")

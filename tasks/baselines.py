@@ -1,0 +1,161 @@
+"""Stage baselines: the scikit-learn model zoo of seeds 000/002/004 on the CNN's split, and the
+binary "is it a 5" detector analysis of seed 004.
+
+Every model sees pixel/255 (the CNN's scaling), plus StandardScaler and/or PCA where that is the
+standard practice for it; SVC and k-NN run on PCA features (and SVC on a subsample) to fit the
+5-minute budget, and the table says so. Writes metrics/baselines.json and plots/baselines/.
+"""
+import time
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+from sklearn.decomposition import PCA
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression, SGDClassifier
+from sklearn.model_selection import cross_val_predict, train_test_split
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+from sklearn.svm import SVC
+from sklearn.tree import DecisionTreeClassifier
+
+from tasks import params as params_mod
+from tasks import paths, plots
+from tasks.cli import run_stage
+from tasks.evaluate import write_csv
+from tasks.io import atomic_path, to_images, write_json
+
+ESTIMATORS = {
+    "logistic_regression": LogisticRegression,
+    "linear_sgd_hinge": SGDClassifier,
+    "decision_tree": DecisionTreeClassifier,
+    "random_forest": RandomForestClassifier,
+    "knn": KNeighborsClassifier,
+    "svc_rbf": SVC,
+    "mlp": MLPClassifier,
+}
+SEEDED = {"linear_sgd_hinge", "decision_tree", "random_forest", "svc_rbf", "mlp", "logistic_regression"}
+
+
+def flat(frame: pd.DataFrame):
+    """The shared conversion, flattened: (x uint8 [n, 784], y)."""
+    x, y = to_images(frame)
+    return x.reshape(len(x), -1), y
+
+
+def subsample(x, y, size: int, seed: int):
+    if not size or size >= len(y):
+        return x, y
+    x, _, y, _ = train_test_split(x, y, train_size=size, stratify=y, random_state=seed)
+    return x, y
+
+
+def make_model(name: str, cfg: params_mod.Baseline, seed: int):
+    if name not in ESTIMATORS:
+        raise params_mod.ParamsError(f"params: unknown baseline 'baselines.models.{name}'; "
+                                     f"known: {', '.join(ESTIMATORS)}")
+    opts = dict(cfg.options)
+    if "hidden_layer_sizes" in opts:
+        opts["hidden_layer_sizes"] = tuple(opts["hidden_layer_sizes"])
+    if name in SEEDED:
+        opts.setdefault("random_state", seed)
+    steps = [FunctionTransformer(lambda a: a.astype(np.float32) / 255.0)]
+    steps += [StandardScaler()] if cfg.standardize else []
+    steps += [PCA(cfg.pca, random_state=seed)] if cfg.pca else []
+    return make_pipeline(*steps, ESTIMATORS[name](**opts))
+
+
+def note(cfg: params_mod.Baseline) -> str:
+    parts = ([f"PCA {cfg.pca}"] if cfg.pca else []) + (["standardized"] if cfg.standardize else [])
+    parts += [f"subsample {cfg.train_size:,}"] if cfg.train_size else []
+    return ", ".join(parts)
+
+
+def zoo(x, y, xv, yv, models: dict, seed: int, log=print) -> dict:
+    out = {}
+    for name, cfg in models.items():
+        xs, ys = subsample(x, y, cfg.train_size, seed)
+        model = make_model(name, cfg, seed)
+        t0 = time.perf_counter()
+        model.fit(xs, ys)
+        fit = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        pred = model.predict(xv)
+        out[name] = {"val_accuracy": float(skm.accuracy_score(yv, pred)), "fit_seconds": round(fit, 2),
+                     "predict_seconds": round(time.perf_counter() - t0, 2), "train_size": int(len(ys)),
+                     "note": note(cfg)}
+        log(f"baseline {name}: {out[name]['val_accuracy']:.4f} (fit {fit:.1f} s on {len(ys):,})")
+    return out
+
+
+def detector(x, y, cfg: params_mod.Detector, seed: int):
+    """Seed 004's binary detector: CV scores of a linear SGD 'is it a <digit>' model and a forest."""
+    xs, ys = subsample(x, y, cfg.train_size, seed)
+    xs = xs.astype(np.float32) / 255.0
+    target = ys == cfg.digit
+    sgd = SGDClassifier(random_state=seed)
+    scores = cross_val_predict(sgd, xs, target, cv=cfg.folds, method="decision_function")
+    forest = RandomForestClassifier(n_estimators=100, random_state=seed, n_jobs=-1)
+    forest_scores = cross_val_predict(forest, xs, target, cv=cfg.folds, method="predict_proba")[:, 1]
+    prec, rec, thr = skm.precision_recall_curve(target, scores)
+    ok = np.flatnonzero(prec[:-1] >= cfg.precision)
+    i = ok[0]                                # the lowest threshold that reaches the precision
+    at = scores >= thr[i]
+    result = {
+        "digit": cfg.digit, "train_size": int(len(ys)), "folds": cfg.folds,
+        "cv_precision": float(skm.precision_score(target, scores > 0)),
+        "cv_recall": float(skm.recall_score(target, scores > 0)),
+        "cv_f1": float(skm.f1_score(target, scores > 0)),
+        "threshold": float(thr[i]), "requested_precision": cfg.precision,
+        "precision_at_threshold": float(skm.precision_score(target, at)),
+        "recall_at_threshold": float(skm.recall_score(target, at)),
+        "sgd_roc_auc": float(skm.roc_auc_score(target, scores)),
+        "forest_roc_auc": float(skm.roc_auc_score(target, forest_scores)),
+    }
+    curves = {"pr": (prec, rec, thr), "roc_sgd": skm.roc_curve(target, scores)[:2],
+              "roc_forest": skm.roc_curve(target, forest_scores)[:2]}
+    return result, curves
+
+
+def thin(*cols, points=400):
+    step = max(1, len(cols[0]) // points)
+    return zip(*(np.asarray(c)[::step].tolist() for c in cols))
+
+
+def write_plots(out, models: dict, det: dict, curves: dict) -> None:
+    write_csv(out / "accuracy_vs_time.csv", ["model", "fit_seconds", "val_accuracy"],
+              [[n, m["fit_seconds"], m["val_accuracy"]] for n, m in models.items()])
+    plots.scatter({n: (m["fit_seconds"], m["val_accuracy"]) for n, m in models.items()},
+                  out / "accuracy_vs_time.png", "Baselines: validation accuracy against fit time",
+                  "fit seconds (log scale)", "validation accuracy")
+    prec, rec, thr = curves["pr"]
+    write_csv(out / "detector_pr.csv", ["threshold", "precision", "recall"], thin(thr, prec[:-1], rec[:-1]))
+    (fs, ts), (ff, tf) = curves["roc_sgd"], curves["roc_forest"]
+    write_csv(out / "detector_roc.csv", ["model", "fpr", "tpr"],
+              [["sgd", a, b] for a, b in thin(fs, ts)] + [["random_forest", a, b] for a, b in thin(ff, tf)])
+    d = det["digit"]
+    plots.lines({f"precision and recall against threshold ('is it a {d}')": {
+                     "precision": (thr, prec[:-1]), "recall": (thr, rec[:-1]),
+                     f"threshold for {det['requested_precision']:.0%} precision": ([det["threshold"]] * 2, [0, 1])},
+                 "ROC": {f"SGD (AUC {det['sgd_roc_auc']:.4f})": (fs, ts),
+                         f"random forest (AUC {det['forest_roc_auc']:.4f})": (ff, tf)}},
+                out / "detector.png", f"Binary detector for the digit {d} ({det['folds']}-fold CV)", xlabel="")
+
+
+def main() -> None:
+    p = params_mod.load()
+    x, y = flat(pd.read_parquet(paths.SPLIT_TRAIN))
+    xv, yv = flat(pd.read_parquet(paths.SPLIT_VAL))
+    models = zoo(x, y, xv, yv, p.baselines.models, p.base.seed)
+    det, curves = detector(x, y, p.baselines.detector, p.base.seed)
+    with atomic_path(paths.BASELINE_PLOTS, directory=True) as tmp:
+        write_plots(tmp, models, det, curves)
+    write_json(paths.BASELINE_METRICS, {"models": models, "detector": det})
+    print(f"detector '{det['digit']}': threshold {det['threshold']:.3f} gives precision "
+          f"{det['precision_at_threshold']:.3f}, recall {det['recall_at_threshold']:.3f}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

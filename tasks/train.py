@@ -1,0 +1,185 @@
+"""Stage train: the augmented CNN of the chosen preset, resumable, logged with DVCLive.
+
+Writes models/model.keras (the epoch with the best validation accuracy), metrics/train.json and
+per-epoch curves in dvclive/. Checkpoints every epoch to checkpoints/ (model with optimizer state,
+so the schedule continues where it stopped, plus state.json); a killed run continues from the last
+finished epoch when started again, and a finished one is not retrained. Only the validation split
+is used for model selection; the answer key is never read here.
+"""
+import dataclasses
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tasks import device, paths
+from tasks import params as params_mod
+from tasks.cli import run_stage
+from tasks.io import atomic_path, sha256, to_images, write_json
+from tasks.params import Preset
+
+LAST, BEST, STATE = "last.keras", "best.weights.h5", "state.json"
+
+
+def fingerprint(cfg: Preset, seed: int, data_files) -> str:
+    """What a checkpoint was trained with; a checkpoint is resumed only if this matches."""
+    blob = json.dumps([dataclasses.asdict(cfg), seed, [sha256(f) for f in data_files]], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def make_optimizer(cfg: Preset, steps_per_epoch: int):
+    import keras
+    o = cfg.optimizer
+    lr = o.learning_rate
+    if o.schedule == "cosine":
+        warmup = int(o.warmup_epochs * steps_per_epoch)
+        lr = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=o.learning_rate / 100, warmup_target=o.learning_rate,
+            warmup_steps=warmup, decay_steps=max(1, cfg.epochs * steps_per_epoch - warmup))
+    elif o.schedule != "plateau":
+        raise ValueError(f"unknown schedule {o.schedule!r} (cosine or plateau)")
+    wd = o.weight_decay or None
+    optimizers = {
+        "adamw": lambda: keras.optimizers.AdamW(lr, weight_decay=o.weight_decay),
+        "adam": lambda: keras.optimizers.Adam(lr, weight_decay=wd),
+        "rmsprop": lambda: keras.optimizers.RMSprop(lr, rho=0.9, epsilon=1e-8, weight_decay=wd),
+        "sgd": lambda: keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, weight_decay=wd),
+    }
+    return optimizers[o.name]()
+
+
+class Checkpoint:
+    """Per-epoch checkpoint: last model (with optimizer), best weights, and state.json."""
+
+    def __init__(self, folder: Path, fp: str):
+        self.folder, self.fp = Path(folder), fp
+        self.state = {"fingerprint": fp, "epoch": 0, "history": [], "best_val_accuracy": -1.0,
+                      "best_epoch": 0, "train_seconds": 0.0, "plateau": None, "resumed_from": []}
+
+    def load(self) -> bool:
+        """True if a checkpoint of this very configuration exists (then self.state is its state)."""
+        path = self.folder / STATE
+        if not path.exists():
+            return False
+        state = json.loads(path.read_text())
+        if state.get("fingerprint") != self.fp or not (self.folder / LAST).exists():
+            return False
+        self.state = state
+        return True
+
+    def save(self, model, logs: dict, epoch_seconds: float, plateau) -> None:
+        s = self.state
+        s["epoch"] += 1
+        s["train_seconds"] += epoch_seconds
+        s["history"].append({k: float(v) for k, v in logs.items()} | {"epoch": s["epoch"],
+                                                                     "seconds": s["train_seconds"]})
+        if logs["val_accuracy"] > s["best_val_accuracy"]:
+            s["best_val_accuracy"], s["best_epoch"] = float(logs["val_accuracy"]), s["epoch"]
+            with atomic_path(self.folder / BEST) as tmp:
+                model.save_weights(tmp)
+        if plateau is not None:
+            s["plateau"] = {"best": float(plateau.best), "wait": plateau.wait,
+                            "cooldown_counter": plateau.cooldown_counter}
+        with atomic_path(self.folder / LAST) as tmp:
+            model.save(tmp)
+        write_json(self.folder / STATE, s)
+
+
+def callbacks(ckpt: Checkpoint, cfg: Preset, live):
+    import keras
+    from dvclive.keras import DVCLiveCallback
+
+    plateau = None
+    if cfg.optimizer.schedule == "plateau":
+        plateau = keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", factor=cfg.optimizer.plateau_factor,
+                                                    patience=cfg.optimizer.plateau_patience, min_lr=1e-5)
+        if ckpt.state["plateau"]:
+            for k, v in ckpt.state["plateau"].items():
+                setattr(plateau, k, v)
+            plateau.on_train_begin = lambda logs=None: None   # keep the restored state
+
+    class Save(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            ckpt.save(self.model, logs, time.perf_counter() - self.t0, plateau)
+
+    return [c for c in (plateau, Save(), DVCLiveCallback(live=live)) if c is not None]
+
+
+def train(cfg: Preset, seed: int, train_frame: pd.DataFrame, val_frame: pd.DataFrame, fp: str,
+          ckpt_dir: Path = paths.CHECKPOINT_DIR, live_dir: Path = paths.DVCLIVE_DIR, verbose=None):
+    """Train (or resume, or skip if finished); return (best model, metrics dict, state)."""
+    import keras
+    from dvclive import Live
+
+    from tasks import model as model_mod
+
+    n_gpus = device.count_gpus()
+    plan = device.plan_for(n_gpus)
+    print(plan.describe(n_gpus), flush=True)
+    strategy = device.activate(plan)
+    keras.utils.set_random_seed(seed)
+    x, y = to_images(train_frame)
+    xv, yv = to_images(val_frame)
+    onehot = lambda labels: np.eye(10, dtype="float32")[labels]
+    steps = int(np.ceil(len(x) / cfg.batch_size))
+
+    ckpt = Checkpoint(ckpt_dir, fp)
+    resuming = ckpt.load()
+    with strategy.scope():
+        if resuming:
+            model = model_mod.load(ckpt_dir / LAST)
+            if ckpt.state["epoch"] < cfg.epochs:
+                print(f"resuming from epoch {ckpt.state['epoch']} of {cfg.epochs} ({ckpt_dir / LAST})", flush=True)
+        else:
+            model = model_mod.build(cfg.arch, cfg.augment, seed)
+            model.compile(optimizer=make_optimizer(cfg, steps),
+                          loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+                          metrics=["accuracy"], jit_compile=plan.jit_compile)
+    if ckpt.state["epoch"] < cfg.epochs:
+        if resuming:
+            ckpt.state["resumed_from"].append(ckpt.state["epoch"])
+        with Live(str(live_dir), resume=resuming, report=None, save_dvc_exp=False,
+                  dvcyaml=None) as live:  # dvc.yaml declares the metrics and plots itself
+            model.fit(x, onehot(y), batch_size=cfg.batch_size, epochs=cfg.epochs,
+                      initial_epoch=ckpt.state["epoch"], validation_data=(xv, onehot(yv)), shuffle=True,
+                      callbacks=callbacks(ckpt, cfg, live),
+                      verbose=verbose if verbose is not None else (1 if sys.stdout.isatty() else 2))
+    else:
+        print(f"already trained: {ckpt.state['epoch']} epochs, checkpoint matches; not retraining", flush=True)
+    model.load_weights(ckpt_dir / BEST)
+    best = ckpt.state["history"][ckpt.state["best_epoch"] - 1]
+    seconds = ckpt.state["train_seconds"]
+    metrics = {
+        "preset": None, "device": plan.describe(n_gpus),
+        "best_epoch": ckpt.state["best_epoch"], "epochs": ckpt.state["epoch"],
+        "val_accuracy": best["val_accuracy"], "val_loss": best["val_loss"],
+        "train_seconds": round(seconds, 1),
+        "images_per_second": round(len(x) * ckpt.state["epoch"] / seconds, 1),
+    }
+    return model, metrics, ckpt.state
+
+
+def main() -> None:
+    p = params_mod.load()
+    cfg = p.train.config
+    fp = fingerprint(cfg, p.base.seed, [paths.SPLIT_TRAIN, paths.SPLIT_VAL])
+    model, metrics, _ = train(cfg, p.base.seed, pd.read_parquet(paths.SPLIT_TRAIN),
+                              pd.read_parquet(paths.SPLIT_VAL), fp)
+    metrics["preset"] = p.train.preset
+    with atomic_path(paths.MODEL) as tmp:
+        model.save(tmp)
+    write_json(paths.TRAIN_METRICS, metrics)
+    print(f"train: best val_accuracy {metrics['val_accuracy']:.4f} at epoch {metrics['best_epoch']}, "
+          f"{metrics['train_seconds']} s, {metrics['images_per_second']} img/s -> {paths.MODEL}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

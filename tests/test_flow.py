@@ -1,0 +1,184 @@
+"""The Prefect flow on a tiny sample, against one session-scoped prefect_test_harness server."""
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from conftest import TINY, make_repo, sh, write_sample
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    from prefect.testing.utilities import prefect_test_harness
+    with prefect_test_harness(server_startup_timeout=120):
+        from prefect.settings import PREFECT_API_URL
+        yield PREFECT_API_URL.value()
+
+
+@pytest.fixture(scope="module")
+def flow_repo(tmp_path_factory, mnist, prefect_api):
+    """A sample repo and the first flow run over it (every stage runs)."""
+    from flows.pipeline import pipeline
+    repo = make_repo(tmp_path_factory.mktemp("flow"))
+    write_sample(repo / "data/kaggle", mnist, n_train=500, n_test=60)
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "sample")
+    state = pipeline(params=TINY, repo_dir=str(repo), retry_delay_seconds=0, return_state=True)
+    return repo, state
+
+
+def task_runs(flow_run_id):
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    with get_client(sync_client=True) as client:
+        return client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+
+
+def test_flow_runs_every_stage_then_skips_them(flow_repo):
+    from flows import dvc_ops
+    from flows.pipeline import pipeline
+    repo, state = flow_repo
+    assert state.is_completed()
+    statuses = state.result()
+    assert list(statuses) == dvc_ops.stage_order(repo)
+    assert set(statuses.values()) == {"Completed"} and "train" in statuses and "report" in statuses
+    assert (repo / "submission/submission.csv").exists() and (repo / "reports/report.md").exists()
+    assert yaml.safe_load((repo / "params.yaml").read_text())["train"]["presets"]["quick"]["epochs"] == 1
+    runs = {r.name: r for r in task_runs(state.state_details.flow_run_id)}
+    assert set(runs) == set(statuses) and all(r.state.name == "Completed" for r in runs.values())
+
+    again = pipeline(repo_dir=str(repo), return_state=True)
+    assert again.is_completed() and set(again.result().values()) == {"Skipped"}
+
+
+def test_artifacts_use_valid_keys_and_hold_the_metrics(flow_repo):
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+    repo, state = flow_repo
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+    by_key = {a.key: a for a in arts}
+    assert set(by_key) == {"digits-metrics", "digits-summary"}
+    table = by_key["digits-metrics"].data
+    assert "validation_accuracy" in str(table) and "preset" in str(table)
+    summary = by_key["digits-summary"].data
+    assert "Confusion matrix" in summary and "submission.csv" in summary and "dvc metrics diff" in summary
+
+
+def test_transient_failure_is_retried(flow_repo, monkeypatch):
+    from flows.pipeline import pipeline
+    repo, _ = flow_repo
+    monkeypatch.setenv("DIGITS_FLOW_FAULTS", "score=1")
+    state = pipeline(stages=["score"], force=True, repo_dir=str(repo), retry_delay_seconds=0, return_state=True)
+    assert state.is_completed() and state.result() == {"score": "Completed"}
+    [run] = task_runs(state.state_details.flow_run_id)
+    assert run.run_count == 2
+
+
+def test_persistent_failure_fails_the_flow_with_the_stage_error(flow_repo, monkeypatch):
+    from flows.pipeline import pipeline
+    repo, _ = flow_repo
+    monkeypatch.setenv("DIGITS_FLOW_FAULTS", "score=9")
+    state = pipeline(stages=["score"], force=True, repo_dir=str(repo), retries=1, retry_delay_seconds=0,
+                     return_state=True)
+    assert state.is_failed()
+    with pytest.raises(Exception, match="stage score: injected fault"):
+        state.result()
+    [run] = task_runs(state.state_details.flow_run_id)
+    assert run.run_count == 2
+
+
+def test_invalid_data_fails_at_once_without_retries(tmp_path, mnist, prefect_api):
+    from flows.pipeline import pipeline
+    repo = make_repo(tmp_path)
+    write_sample(repo / "data/kaggle", mnist, n_train=50, n_test=5)
+    lines = (repo / "data/kaggle/test.csv").read_text().splitlines()
+    lines[2] = "-3" + lines[2][1:]
+    (repo / "data/kaggle/test.csv").write_text("\n".join(lines) + "\n")
+    state = pipeline(stages=["ingest", "validate"], params={"data.source": "kaggle"}, repo_dir=str(repo),
+                     retries=3, retry_delay_seconds=0, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(Exception, match=r"column pixel0: 1 value outside 0\.\.255 \(rows 2\)"):
+        state.result()
+    runs = {r.name: r for r in task_runs(state.state_details.flow_run_id)}
+    assert runs["validate"].run_count == 1 and runs["validate"].state.is_failed()
+
+
+def test_unknown_param_override_is_rejected_before_anything_runs(flow_repo):
+    from flows.pipeline import pipeline
+    from tasks.params import ParamsError
+    repo, _ = flow_repo
+    before = (repo / "params.yaml").read_text()
+    with pytest.raises(ParamsError, match="unknown key 'train.presets.quick.epoch'"):
+        pipeline(params={"train.presets.quick.epoch": 3}, repo_dir=str(repo))
+    assert (repo / "params.yaml").read_text() == before
+
+
+def test_deployments_register_with_schedule_and_pools(prefect_api):
+    from prefect import get_client
+    from conftest import ROOT
+    env = os.environ | {"PREFECT_API_URL": prefect_api, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+    for pool in ("cpu", "gpu"):
+        subprocess.run(["prefect", "work-pool", "create", pool, "--type", "process", "--overwrite"],
+                       cwd=ROOT, env=env, check=True, capture_output=True)
+    proc = subprocess.run(["prefect", "--no-prompt", "deploy", "--all"], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with get_client(sync_client=True) as client:
+        deps = {d.name: d for d in client.read_deployments()}
+    assert {"nightly", "on-demand", "train-gpu"} <= set(deps)
+    nightly = deps["nightly"]
+    assert nightly.work_pool_name == "gpu" and deps["on-demand"].work_pool_name == "cpu"
+    assert deps["train-gpu"].work_pool_name == "gpu"
+    [sched] = nightly.schedules
+    assert sched.schedule.cron == "0 2 * * *" and sched.schedule.timezone == "UTC" and sched.active
+    assert nightly.pull_steps[0]["prefect.deployments.steps.set_working_directory"]["directory"] == "{{ DIGITS_REPO_DIR }}"
+
+
+def test_train_dispatched_to_gpu_pool_through_dvc_remote(tmp_path, mnist, prefect_api):
+    """Two process workers (pools cpu and gpu), two clones, a folder DVC remote: the pipeline on
+    the cpu worker sends training to the gpu worker and ends with the model back in its clone."""
+    from prefect.deployments import run_deployment
+    from conftest import ROOT, set_params
+    origin = make_repo(tmp_path / "origin")
+    set_params(origin, **TINY)
+    sh(origin, "dvc", "remote", "add", "-d", "shared", str(tmp_path / "dvc-remote"))
+    sh(origin, "git", "add", "-A")
+    sh(origin, "git", "commit", "-qm", "project")
+    cpu_clone, gpu_clone = tmp_path / "cpu-worker", tmp_path / "gpu-worker"
+    for clone in (cpu_clone, gpu_clone):
+        sh(tmp_path, "git", "clone", "-q", str(origin), str(clone))
+    write_sample(cpu_clone / "data/kaggle", mnist, n_train=400, n_test=40)   # only the cpu side has data
+
+    env = os.environ | {"PREFECT_API_URL": prefect_api,
+                        "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}",
+                        "PYTHONPATH": str(ROOT)}
+    for pool in ("cpu", "gpu"):
+        subprocess.run(["prefect", "work-pool", "create", pool, "--type", "process", "--overwrite"],
+                       cwd=ROOT, env=env, check=True, capture_output=True)
+    subprocess.run(["prefect", "--no-prompt", "deploy", "--all"], cwd=ROOT, env=env, check=True, capture_output=True)
+    workers = [subprocess.Popen(["prefect", "worker", "start", "--pool", pool],
+                                env=env | {"DIGITS_REPO_DIR": str(clone)}, stdout=open(tmp_path / f"{pool}.log", "w"),
+                                stderr=subprocess.STDOUT)
+               for pool, clone in (("cpu", cpu_clone), ("gpu", gpu_clone))]
+    try:
+        run = run_deployment("digits-pipeline/on-demand", parameters={"train_on": "gpu"}, timeout=900,
+                             as_subflow=False)
+    finally:
+        for w in workers:
+            w.terminate()
+            w.wait(30)
+    logs = "".join((tmp_path / f"{p}.log").read_text() for p in ("cpu", "gpu"))
+    assert run.state.is_completed(), f"{run.state}\n{logs[-4000:]}"
+    # the gpu clone trained (it has the checkpoints); the cpu clone got the model via the remote
+    assert (gpu_clone / "checkpoints/state.json").exists() and not (gpu_clone / "data/raw").exists()
+    assert (cpu_clone / "models/model.keras").exists() and (cpu_clone / "submission/submission.csv").exists()
+    assert (cpu_clone / "metrics/train.json").read_text() == (gpu_clone / "metrics/train.json").read_text()
+    status = sh(cpu_clone, "dvc", "status", "train").stdout
+    assert "up to date" in status or status.strip() == ""
