@@ -5,6 +5,7 @@ Prints one table per part. Speed targets live here, not in tests:
   train    `quick` against `seed001` on the same split and machine: images/s and the time each
            first reaches 99.4% validation accuracy (seed001 capped at --seed001-epochs)
   predict  28,000 test images (Kaggle's test size) through models/model.keras
+  baselines  the scikit-learn models with default params, per model and in total
 """
 import argparse
 import os
@@ -96,6 +97,25 @@ def bench_predict() -> None:
           [[f"{len(frame):,}", f"{load:.2f}", f"{dt:.2f}", f"{len(frame) / dt:,.0f}"]])
 
 
+def bench_baselines() -> None:
+    """The baselines stage with default params: per model and in total (budget 5 minutes)."""
+    import pandas as pd
+    from tasks import baselines, params, paths
+    p = params.load(ROOT / "params.yaml")
+    x, y = baselines.flat(pd.read_parquet(ROOT / paths.SPLIT_TRAIN))
+    xv, yv = baselines.flat(pd.read_parquet(ROOT / paths.SPLIT_VAL))
+    t0 = time.perf_counter()
+    models = baselines.zoo(x, y, xv, yv, p.baselines.models, p.base.seed, log=lambda *_: None)
+    t1 = time.perf_counter()
+    baselines.detector(x, y, p.baselines.detector, p.base.seed)
+    t2 = time.perf_counter()
+    rows = [[n, f"{m['val_accuracy']:.4f}", f"{m['train_size']:,}", f"{m['fit_seconds']:.1f}",
+             f"{m['predict_seconds']:.2f}", m["note"]] for n, m in models.items()]
+    rows.append(["binary detector (CV)", "", "", f"{t2 - t1:.1f}", "", ""])
+    rows.append(["total", "", "", f"{t2 - t0:.1f}", "", "budget 300 s"])
+    table(f"Baselines ({machine()})", ["model", "val acc", "train size", "fit s", "predict s", "note"], rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     ap.add_argument("--only", default="data,train,predict,baselines")
@@ -110,9 +130,8 @@ def main() -> None:
         bench_train(args.seed001_epochs)
     if "predict" in parts:
         bench_predict()
-    if "baselines" in parts and (ROOT / "tasks/baselines.py").exists():
-        from bench.baselines import bench_baselines
-        bench_baselines(table)
+    if "baselines" in parts:
+        bench_baselines()
 
 
 if __name__ == "__main__":

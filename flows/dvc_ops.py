@@ -1,4 +1,5 @@
 """The few DVC operations the flows need, as plain functions (no Prefect here, testable alone)."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -6,7 +7,7 @@ from pathlib import Path
 import networkx as nx
 import yaml
 
-DATA_ERROR = 65        # tasks.cli's exit status for rejected input (EX_DATAERR): never retried
+from tasks.cli import DATA_ERROR  # a stage's exit status for rejected input: never retried
 
 
 class StageFailed(RuntimeError):
@@ -21,26 +22,39 @@ def dvc_cmd(*args) -> list:
     return [sys.executable, "-m", "dvc", *args]
 
 
+def _env() -> dict:
+    """This interpreter's bin/ first on PATH: stage commands say `python`, and a worker started
+    as .venv/bin/prefect need not have the virtual environment on its PATH."""
+    return os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def run(args: list, cwd, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=cwd, env=_env(), **kwargs)
+
+
+def popen(args: list, cwd, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(args, cwd=cwd, env=_env(), **kwargs)
+
+
 def stage_order(repo_dir: Path) -> list[str]:
     """The pipeline's stages in an order DVC would run them (dependencies first)."""
     from dvc.repo import Repo
     with Repo(str(repo_dir)) as repo:
         graph = repo.index.graph                     # edges point from a stage to its dependencies
-        order = list(reversed(list(nx.lexicographical_topological_sort(graph, key=lambda s: s.addressing))))
-        return [s.addressing for s in order if s.addressing != "dvc.yaml" and not s.is_data_source]
+        order = reversed(list(nx.lexicographical_topological_sort(graph, key=lambda s: s.name)))
+        return [s.name for s in order if not s.is_data_source]
 
 
 def is_stale(repo_dir: Path, stage: str) -> bool:
     """True if DVC would run `stage` now (its own deps, params or outs changed)."""
-    out = subprocess.run(dvc_cmd("status", stage, "--json"), cwd=repo_dir, capture_output=True,
-                         text=True, check=True).stdout
+    out = run(dvc_cmd("status", stage, "--json"), repo_dir, capture_output=True, text=True, check=True).stdout
     return bool(yaml.safe_load(out or "{}"))
 
 
 def repro_stage(repo_dir: Path, stage: str, force: bool, log) -> None:
     """`dvc repro --single-item` one stage, streaming its output line by line to `log`."""
     cmd = dvc_cmd("repro", "--single-item", *(["--force"] if force else []), stage)
-    proc = subprocess.Popen(cmd, cwd=repo_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = popen(cmd, repo_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     tail = []
     for line in proc.stdout:
         line = line.rstrip()
@@ -54,13 +68,15 @@ def repro_stage(repo_dir: Path, stage: str, force: bool, log) -> None:
 
 
 def set_params(repo_dir: Path, overrides: dict) -> None:
-    """Apply {"train.presets.quick.epochs": 20, ...} to params.yaml as `dvc exp run -S` does,
-    after checking the result against the typed params (an unknown key is an error naming it)."""
+    """Apply {"train.presets.quick.epochs": 20, ...} to params.yaml as `dvc exp run -S` does
+    (DVC's own YAML editor keeps comments), then check the result against the typed params: an
+    unknown key is an error naming it, and params.yaml is left as it was."""
     from dvc.utils.serialize import modify_yaml
     from tasks import params
     if not overrides:
         return
     path = Path(repo_dir) / "params.yaml"
+    before = path.read_text()
     with modify_yaml(str(path)) as data:
         for dotted, value in overrides.items():
             node = data
@@ -68,18 +84,14 @@ def set_params(repo_dir: Path, overrides: dict) -> None:
             for key in parents:
                 node = node.setdefault(key, {})
             node[last] = value
-        params.parse(yaml.safe_load(yaml.safe_dump(_plain(data))))
-
-
-def _plain(obj):
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_plain(v) for v in obj]
-    return obj
+    try:
+        params.load(path)
+    except params.ParamsError:
+        path.write_text(before)
+        raise
 
 
 def metrics_diff_md(repo_dir: Path) -> str:
     """`dvc metrics diff --md` of the workspace against the last commit ('' if none)."""
-    proc = subprocess.run(dvc_cmd("metrics", "diff", "--md"), cwd=repo_dir, capture_output=True, text=True)
+    proc = run(dvc_cmd("metrics", "diff", "--md"), repo_dir, capture_output=True, text=True)
     return proc.stdout.strip() if proc.returncode == 0 else ""

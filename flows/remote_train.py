@@ -38,7 +38,7 @@ def merge_lock_entry(repo: Path, stage: str, entry: dict) -> None:
 
 
 def dvc(repo: Path, *args) -> None:
-    proc = subprocess.run(dvc_ops.dvc_cmd(*args), cwd=repo, capture_output=True, text=True)
+    proc = dvc_ops.run(dvc_ops.dvc_cmd(*args), repo, capture_output=True, text=True)
     if proc.returncode != 0:
         raise dvc_ops.StageFailed(f"dvc {' '.join(args)} failed in {repo}:\n{proc.stdout}{proc.stderr}")
 

@@ -1,5 +1,11 @@
-"""The thin entry point every stage shares: bad input -> one clear message and exit status 1."""
+"""The thin entry point every stage shares: bad input -> one clear message and exit status 65.
+
+65 is EX_DATAERR (sysexits.h): it tells the Prefect flow that the data, not the machine, is at
+fault, so the stage is not retried. Any other failure keeps Python's traceback and status 1.
+"""
 import sys
+
+DATA_ERROR = 65
 
 
 class DataError(Exception):
@@ -11,4 +17,4 @@ def run_stage(main) -> None:
         main()
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(DATA_ERROR)

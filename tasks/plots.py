@@ -25,7 +25,7 @@ def digit_grid(images, titles, path, cols=10, title=None) -> None:
         ax.imshow(np.asarray(img).reshape(28, 28), cmap="gray_r")
         ax.set_title(text, fontsize=7)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, y=1.03)
     save(fig, path)
 
 
@@ -59,7 +59,7 @@ def lines(series: dict, path, title: str, xlabel: str = "epoch") -> None:
     fig, axes = plt.subplots(1, len(series), figsize=(5 * len(series), 3.8), squeeze=False)
     for ax, (panel, named) in zip(axes.flat, series.items()):
         for label, (xs, ys) in named.items():
-            ax.plot(xs, ys, marker=".", label=label)
+            ax.plot(xs, ys, marker="." if len(xs) <= 50 else None, label=label)
         ax.set(title=panel, xlabel=xlabel)
         ax.legend(fontsize=8)
     fig.suptitle(title)

@@ -44,7 +44,7 @@ PROJECT_FILES = ["tasks", "dvc.yaml", "params.yaml", "data/kaggle/README.md", "f
 def make_repo(tmp: Path) -> Path:
     """A fresh git + DVC repository holding a copy of the project's pipeline code."""
     repo = tmp / "repo"
-    repo.mkdir()
+    repo.mkdir(parents=True)
     for name in PROJECT_FILES:
         src = ROOT / name
         if src.is_dir():

@@ -138,7 +138,7 @@ def test_deployments_register_with_schedule_and_pools(prefect_api):
     assert deps["train-gpu"].work_pool_name == "gpu"
     [sched] = nightly.schedules
     assert sched.schedule.cron == "0 2 * * *" and sched.schedule.timezone == "UTC" and sched.active
-    assert nightly.pull_steps[0]["prefect.deployments.steps.set_working_directory"]["directory"] == "{{ DIGITS_REPO_DIR }}"
+    assert nightly.pull_steps[0]["prefect.deployments.steps.set_working_directory"]["directory"] == "{{ $DIGITS_REPO_DIR }}"
 
 
 def test_train_dispatched_to_gpu_pool_through_dvc_remote(tmp_path, mnist, prefect_api):

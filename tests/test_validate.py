@@ -111,8 +111,8 @@ def test_empty_file_and_header_only(tmp_path):
     assert "no data rows (at least one is required)" in check(tmp_path, train_text=header_only)
 
 
-def test_stage_exits_1_with_message_and_writes_nothing(tmp_path):
-    """The real entry point in a scratch repo: exit 1, message on stderr, no Parquet written."""
+def test_stage_exits_65_with_message_and_writes_nothing(tmp_path):
+    """The real entry point in a scratch repo: exit 65 (EX_DATAERR), message on stderr, no Parquet."""
     raw = tmp_path / "data" / "raw"
     raw.mkdir(parents=True)
     frame = kaggle_frame(10)
@@ -122,7 +122,7 @@ def test_stage_exits_1_with_message_and_writes_nothing(tmp_path):
     before = (raw / "train.csv").read_bytes()
     proc = subprocess.run([sys.executable, "-m", "tasks.validate"], cwd=tmp_path, capture_output=True,
                           text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
-    assert proc.returncode == 1
+    assert proc.returncode == 65
     assert "error: data/raw/train.csv: failed validation" in proc.stderr
     assert "column pixel0: 1 value outside 0..255 (rows 1)" in proc.stderr
     assert "Traceback" not in proc.stderr
