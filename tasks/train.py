@@ -148,6 +148,9 @@ def train(cfg: Preset, seed: int, train_frame: pd.DataFrame, val_frame: pd.DataF
             ckpt.state["resumed_from"].append(ckpt.state["epoch"])
         with Live(str(live_dir), resume=resuming, report=None, save_dvc_exp=False,
                   dvcyaml=None) as live:  # dvc.yaml declares the metrics and plots itself
+            # The checkpoint, not DVCLive's files, says where we are: DVCLive's own resume
+            # re-uses step 0 when only one epoch was logged.
+            live.step = ckpt.state["epoch"]
             model.fit(x, onehot(y), batch_size=cfg.batch_size, epochs=cfg.epochs,
                       initial_epoch=ckpt.state["epoch"], validation_data=(xv, onehot(yv)), shuffle=True,
                       callbacks=callbacks(ckpt, cfg, live),

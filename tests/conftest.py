@@ -57,6 +57,8 @@ def make_repo(tmp: Path) -> Path:
     sh(repo, "git", "config", "user.name", "ci")
     sh(repo, "dvc", "init", "-q")
     sh(repo, "dvc", "config", "core.analytics", "false")
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "project")     # DVCLive needs a repository with a commit
     return repo
 
 

@@ -66,10 +66,12 @@ def test_full_repro_then_compare_branches(tmp_path, mnist):
     assert acc["old"] != acc["new"] and acc["diff"] == pytest.approx(acc["new"] - acc["old"])
     assert diff["metrics/train.json"]["epochs"] == {"old": 1, "new": 3, "diff": 2}
 
-    plots = json.loads(sh(repo, "dvc", "plots", "diff", "main", "more-epochs", "--json",
-                          "--split").stdout)
-    confusion = plots["plots/evaluate/confusion.csv"]
-    revs = {row["rev"] for entry in confusion for row in entry["content"]["data"]["values"]}
-    assert revs == {"main", "more-epochs"}
-    html = sh(repo, "dvc", "plots", "diff", "main", "more-epochs", "-o", str(tmp_path / "plots")).stdout
-    assert (tmp_path / "plots/index.html").exists()
+    plots = json.loads(sh(repo, "dvc", "plots", "diff", "main", "more-epochs", "--json").stdout)["data"]
+    [confusion] = plots["plots/evaluate/confusion.csv"]
+    assert confusion["revisions"] == ["main", "more-epochs"]
+    rows = confusion["content"]["data"]["values"]
+    assert {r["rev"] for r in rows} == {"main", "more-epochs"}
+    assert sum(r["rev"] == "main" for r in rows) == 50                   # one row per validation image
+    assert {"main", "more-epochs"} <= {p["revisions"][0] for p in plots["plots/evaluate/confusion_matrix.png"]}
+    sh(repo, "dvc", "plots", "diff", "main", "more-epochs", "-o", str(tmp_path / "plots"))
+    assert "confusion" in (tmp_path / "plots/index.html").read_text()
