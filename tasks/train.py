@@ -26,8 +26,11 @@ LAST, BEST, STATE = "last.keras", "best.weights.h5", "state.json"
 
 
 def fingerprint(cfg: Preset, seed: int, data_files) -> str:
-    """What a checkpoint was trained with; a checkpoint is resumed only if this matches."""
-    blob = json.dumps([dataclasses.asdict(cfg), seed, [sha256(f) for f in data_files]], sort_keys=True)
+    """What a checkpoint was trained with (settings, data, training code); a checkpoint is
+    resumed only if this matches, so an edit that makes DVC re-run the stage also retrains."""
+    from tasks import model
+    code = [sha256(f) for f in (__file__, model.__file__)]
+    blob = json.dumps([dataclasses.asdict(cfg), seed, [sha256(f) for f in data_files], code], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
