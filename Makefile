@@ -1,5 +1,5 @@
 # Two commands on a fresh machine (Python 3.11 + pip): `make repro` and `make test`.
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
 RUN    := PATH="$(BIN):$$PATH"

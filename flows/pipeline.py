@@ -76,22 +76,15 @@ def publish_artifacts(repo: Path, statuses: dict) -> None:
     lines += [f"| {s} | {st} |" for s, st in statuses.items()]
     confusion = repo / paths.EVAL_PLOTS / "confusion.csv"
     if confusion.exists():
-        cm = pd.crosstab(pd.read_csv(confusion).actual, pd.read_csv(confusion).predicted)
+        pairs = pd.read_csv(confusion)
+        cm = pd.crosstab(pairs.actual, pairs.predicted)
         lines += ["", "## Confusion matrix (validation; rows true, columns predicted)", "",
-                  cm.to_markdown() if hasattr(cm, "to_markdown") and _has_tabulate() else cm.to_string()]
+                  cm.to_markdown()]
     if (repo / paths.SUBMISSION).exists():
         lines += ["", f"Submission: `{(repo / paths.SUBMISSION).resolve()}`"]
     diff = dvc_ops.metrics_diff_md(repo)
     lines += ["", "## `dvc metrics diff` against the last commit", "", diff or "(no change)"]
     create_markdown_artifact(key="digits-summary", markdown="\n".join(lines), description="Run summary")
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-        return True
-    except ImportError:
-        return False
 
 
 @flow(name="digits-pipeline", log_prints=True)
