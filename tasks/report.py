@@ -45,10 +45,19 @@ def render() -> str:
     if baselines:
         rows = [[name, f"{m['val_accuracy']:.4f}", m["train_size"], f"{m['fit_seconds']:.1f}",
                  f"{m['predict_seconds']:.2f}", m.get("note", "")] for name, m in baselines["models"].items()]
-        rows.append(["**CNN (this run)**", f"**{ev['accuracy']:.4f}**", "all", f"{train['train_seconds']:.1f}", "", train["preset"]])
+        rows.append(["**CNN (this run)**", f"**{ev['accuracy']:.4f}**", train["train_images"],
+                     f"{train['train_seconds']:.1f}", "", f"preset {train['preset']}"])
         parts += ["## Baselines (same split)", "",
                   table(["model", "val. accuracy", "train size", "fit s", "predict s", "note"], rows), "",
                   image(paths.BASELINE_PLOTS / "accuracy_vs_time.png", "accuracy against fit time"), ""]
+        d = baselines["detector"]
+        parts += [f"## Binary detector: is it a {d['digit']}? ({d['folds']}-fold CV, {d['train_size']} images)", "",
+                  table(["measure", "value"], [
+                      ["precision / recall / F1 at threshold 0", f"{d['cv_precision']:.3f} / {d['cv_recall']:.3f} / {d['cv_f1']:.3f}"],
+                      [f"threshold for {d['requested_precision']:.0%} precision", f"{d['threshold']:.3f}"],
+                      ["precision / recall there", f"{d['precision_at_threshold']:.3f} / {d['recall_at_threshold']:.3f}"],
+                      ["ROC AUC: SGD / random forest", f"{d['sgd_roc_auc']:.4f} / {d['forest_roc_auc']:.4f}"]]), "",
+                  image(paths.BASELINE_PLOTS / "detector.png", "binary detector"), ""]
     ev_dir, eda = paths.EVAL_PLOTS, paths.EDA_PLOTS
     for title, path in [("Training curves", ev_dir / "training_curves.png"),
                         ("Confusion matrix", ev_dir / "confusion_matrix.png"),

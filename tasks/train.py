@@ -165,7 +165,7 @@ def train(cfg: Preset, seed: int, train_frame: pd.DataFrame, val_frame: pd.DataF
     seconds = ckpt.state["train_seconds"]
     metrics = {
         "preset": None, "device": plan.describe(n_gpus),
-        "best_epoch": ckpt.state["best_epoch"], "epochs": ckpt.state["epoch"],
+        "best_epoch": ckpt.state["best_epoch"], "epochs": ckpt.state["epoch"], "train_images": len(x),
         "val_accuracy": best["val_accuracy"], "val_loss": best["val_loss"],
         "train_seconds": round(seconds, 1),
         "images_per_second": round(len(x) * ckpt.state["epoch"] / seconds, 1),

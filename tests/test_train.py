@@ -61,7 +61,7 @@ def test_device_plan(gpus, strategy, precision, xla):
 def test_train_writes_metrics_and_a_model_that_reloads(tmp_path, mnist):
     tr, va = frames(mnist, 300)
     m, metrics, state = train.train(tiny(), 0, tr, va, "fp", tmp_path / "ck", tmp_path / "live", verbose=0)
-    assert metrics["epochs"] == 2 and metrics["best_epoch"] in (1, 2)
+    assert metrics["epochs"] == 2 and metrics["best_epoch"] in (1, 2) and metrics["train_images"] == 300
     assert isinstance(metrics["val_accuracy"], float) and 0 <= metrics["val_accuracy"] <= 1
     assert isinstance(metrics["val_loss"], float) and metrics["images_per_second"] > 0
     assert metrics["device"].startswith("device: CPU")
