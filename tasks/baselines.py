@@ -24,8 +24,7 @@ from sklearn.tree import DecisionTreeClassifier
 from tasks import params as params_mod
 from tasks import paths, plots
 from tasks.cli import run_stage
-from tasks.evaluate import write_csv
-from tasks.io import atomic_path, to_images, write_json
+from tasks.io import atomic_path, thin, to_images, write_json, write_rows
 
 ESTIMATORS = {
     "logistic_regression": LogisticRegression,
@@ -119,22 +118,18 @@ def detector(x, y, cfg: params_mod.Detector, seed: int):
     return result, curves
 
 
-def thin(*cols, points=400):
-    step = max(1, len(cols[0]) // points)
-    return zip(*(np.asarray(c)[::step].tolist() for c in cols))
-
-
 def write_plots(out, models: dict, det: dict, curves: dict) -> None:
-    write_csv(out / "accuracy_vs_time.csv", ["model", "fit_seconds", "val_accuracy"],
+    write_rows(out / "accuracy_vs_time.csv", ["model", "fit_seconds", "val_accuracy"],
               [[n, m["fit_seconds"], m["val_accuracy"]] for n, m in models.items()])
     plots.scatter({n: (m["fit_seconds"], m["val_accuracy"]) for n, m in models.items()},
                   out / "accuracy_vs_time.png", "Baselines: validation accuracy against fit time",
                   "fit seconds (log scale)", "validation accuracy")
     prec, rec, thr = curves["pr"]
-    write_csv(out / "detector_pr.csv", ["threshold", "precision", "recall"], thin(thr, prec[:-1], rec[:-1]))
+    write_rows(out / "detector_pr.csv", ["threshold", "precision", "recall"], thin(thr, prec[:-1], rec[:-1], points=400))
     (fs, ts), (ff, tf) = curves["roc_sgd"], curves["roc_forest"]
-    write_csv(out / "detector_roc.csv", ["model", "fpr", "tpr"],
-              [["sgd", a, b] for a, b in thin(fs, ts)] + [["random_forest", a, b] for a, b in thin(ff, tf)])
+    write_rows(out / "detector_roc.csv", ["model", "fpr", "tpr"],
+              [["sgd", a, b] for a, b in thin(fs, ts, points=400)] +
+              [["random_forest", a, b] for a, b in thin(ff, tf, points=400)])
     d = det["digit"]
     plots.lines({f"precision and recall against threshold ('is it a {d}')": {
                      "precision": (thr, prec[:-1]), "recall": (thr, rec[:-1]),

@@ -5,8 +5,7 @@ import pyarrow.parquet as pq
 
 from tasks import paths, plots
 from tasks.cli import run_stage
-from tasks.evaluate import write_csv
-from tasks.io import atomic_path, to_images
+from tasks.io import atomic_path, to_images, write_rows
 
 PER_CLASS = 10             # sample digits shown per class
 
@@ -15,7 +14,7 @@ def main() -> None:
     x, y = to_images(pq.read_table(paths.TRAIN_PARQUET).to_pandas())
     counts = np.bincount(y, minlength=10)
     with atomic_path(paths.EDA_PLOTS, directory=True) as tmp:
-        write_csv(tmp / "class_counts.csv", ["digit", "count"], enumerate(counts.tolist()))
+        write_rows(tmp / "class_counts.csv", ["digit", "count"], enumerate(counts.tolist()))
         plots.bars(range(10), counts.tolist(), tmp / "class_distribution.png",
                    f"Training images per digit (n={len(y):,})", "images")
         picks = np.concatenate([np.flatnonzero(y == c)[:PER_CLASS] for c in range(10)])

@@ -5,7 +5,6 @@ classification report of seeds 003/004). Plots (PNG, plus CSV for DVC where DVC 
 confusion matrix, one-vs-rest ROC and precision-recall curves with AUC, the most confidently wrong
 images, the training curves, and the first convolution layers' feature maps for one image.
 """
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ from sklearn import metrics as skm
 
 from tasks import paths, plots
 from tasks.cli import run_stage
-from tasks.io import atomic_path, to_images, write_json
+from tasks.io import atomic_path, thin, to_images, write_json, write_rows
 
 WORST = 20                  # confidently wrong images shown
 
@@ -46,13 +45,6 @@ def one_vs_rest(y_true: np.ndarray, probs: np.ndarray):
     return roc, pr
 
 
-def write_csv(path: Path, header: list, rows) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-
-
 def training_curves(live_dir: Path, path: Path) -> None:
     """Loss, accuracy and learning rate per epoch from DVCLive's files (seeds 001/003)."""
     read = lambda name: pd.read_csv(live_dir / "plots/metrics" / f"{name}.tsv", sep="\t")
@@ -81,7 +73,7 @@ def evaluate(model, frame: pd.DataFrame, out: Path, live_dir: Path) -> dict:
     result = classification_metrics(y, probs)
     out.mkdir(parents=True, exist_ok=True)
 
-    write_csv(out / "confusion.csv", ["actual", "predicted"], zip(y.tolist(), pred.tolist()))
+    write_rows(out / "confusion.csv", ["actual", "predicted"], zip(y.tolist(), pred.tolist()))
     plots.confusion(skm.confusion_matrix(y, pred, labels=range(10)), out / "confusion_matrix.png")
     roc, pr = one_vs_rest(y, probs)
     plots.curves(roc, out / "roc.png", "roc")
@@ -91,10 +83,8 @@ def evaluate(model, frame: pd.DataFrame, out: Path, live_dir: Path) -> dict:
     onehot = np.eye(10, dtype=int)[y]          # micro-averaged curves for DVC's own plots
     fpr, tpr, _ = skm.roc_curve(onehot.ravel(), probs.ravel())
     prec, rec, _ = skm.precision_recall_curve(onehot.ravel(), probs.ravel())
-    step = lambda n: max(1, n // 500)          # keep the CSVs small: ~500 points per curve
-    write_csv(out / "roc.csv", ["fpr", "tpr"], zip(fpr[::step(len(fpr))], tpr[::step(len(tpr))]))
-    write_csv(out / "precision_recall.csv", ["recall", "precision"],
-              zip(rec[::step(len(rec))], prec[::step(len(prec))]))
+    write_rows(out / "roc.csv", ["fpr", "tpr"], thin(fpr, tpr, points=500))   # small CSVs
+    write_rows(out / "precision_recall.csv", ["recall", "precision"], thin(rec, prec, points=500))
 
     wrong = np.flatnonzero(pred != y)
     worst = wrong[np.argsort(-probs[wrong, pred[wrong]])][:WORST]

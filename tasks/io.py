@@ -4,6 +4,7 @@ Every output goes through `atomic_path`: it is written next to its destination u
 name and renamed only when complete, so a failed stage never leaves a file that looks finished.
 """
 import contextlib
+import csv
 import hashlib
 import json
 import os
@@ -56,6 +57,20 @@ def sha256(path) -> str:
 def write_json(path, obj) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def write_rows(path, header: list, rows) -> None:
+    """A small CSV (plot data for DVC), written atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def thin(*cols, points: int):
+    """Rows of equally long columns, every k-th one, so a curve keeps about `points` points."""
+    step = max(1, len(cols[0]) // points)
+    return zip(*(np.asarray(c)[::step].tolist() for c in cols))
 
 
 def to_images(frame):

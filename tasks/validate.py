@@ -81,8 +81,9 @@ def profile(frame: pd.DataFrame, columns: list, hi: int) -> pd.DataFrame:
         masks = {"missing": raw.isna().to_numpy(),
                  "not_numeric": np.isnan(num) & raw.notna().to_numpy()}
         ok = ~np.isnan(num)
-        masks["not_integer"] = ok & (np.floor(np.where(ok, num, 0)) != np.where(ok, num, 0))
-        masks["out_of_range"] = ok & ~masks["not_integer"] & ((np.where(ok, num, 0) < 0) | (np.where(ok, num, 0) > hi))
+        v = np.where(ok, num, 0)                 # NaN-free copy for the comparisons below
+        masks["not_integer"] = ok & (np.floor(v) != v)
+        masks["out_of_range"] = ok & ~masks["not_integer"] & ((v < 0) | (v > hi))
         for d, m in masks.items():
             out[c].update({d: int(m.sum()), f"{d}_rows": _rows(m)})
     return pd.DataFrame([{"column": c} | out[c] for c in present])
