@@ -145,7 +145,8 @@ def train(cfg: Preset, seed: int, train_frame: pd.DataFrame, val_frame: pd.DataF
             model = model_mod.build(cfg.arch, cfg.augment, seed)
             model.compile(optimizer=make_optimizer(cfg, steps),
                           loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
-                          metrics=["accuracy"], jit_compile=plan.jit_compile)
+                          metrics=["accuracy"], jit_compile=plan.jit_compile,
+                          steps_per_execution=plan.steps_per_execution)
     if ckpt.state["epoch"] < cfg.epochs:
         if resuming:
             ckpt.state["resumed_from"].append(ckpt.state["epoch"])
