@@ -130,8 +130,8 @@ def bench_baselines() -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     ap.add_argument("--only", default="data,train,predict,baselines")
-    ap.add_argument("--seed001-epochs", type=int, default=20,
-                    help="cap on seed001's epochs (its recipe has 30); no extrapolation beyond it")
+    ap.add_argument("--seed001-epochs", type=int, default=30,
+                    help="cap on seed001's epochs (default: its recipe's 30); no extrapolation beyond it")
     args = ap.parse_args()
     os.chdir(ROOT)
     parts = args.only.split(",")
