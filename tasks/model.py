@@ -9,6 +9,7 @@ import math
 import keras
 from keras import layers, ops
 
+from tasks import schedules  # noqa: F401  (registers the one-cycle schedule a checkpoint may carry)
 from tasks.params import Arch, Augment
 
 

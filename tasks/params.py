@@ -17,6 +17,10 @@ class ParamsError(DataError):
     pass
 
 
+OPTIMIZERS = ("adamw", "adam", "rmsprop", "sgd")
+SCHEDULES = ("cosine", "onecycle", "plateau")
+
+
 @dataclasses.dataclass(frozen=True)
 class Base:
     seed: int                   # one seed for split, augmentation, init and baselines
@@ -168,10 +172,14 @@ def _check(p: Params) -> None:
         raise ParamsError(f"params: 'train.preset' is {p.train.preset!r}; "
                           f"known presets: {', '.join(sorted(p.train.presets))}")
     for name, preset in p.train.presets.items():
-        a = preset.arch
+        a, o = preset.arch, preset.optimizer
         if not len(a.widths) == len(a.kernels) == len(a.convs):
             raise ParamsError(f"params: 'train.presets.{name}.arch': widths, kernels and convs "
                               "need one entry per block")
+        for key, value, known in (("name", o.name, OPTIMIZERS), ("schedule", o.schedule, SCHEDULES)):
+            if value not in known:
+                raise ParamsError(f"params: 'train.presets.{name}.optimizer.{key}' is {value!r}; "
+                                  f"one of: {', '.join(known)}")
 
 
 def load(path: Path = paths.PARAMS) -> Params:

@@ -28,23 +28,18 @@ LAST, BEST, STATE = "last.keras", "best.weights.h5", "state.json"
 def fingerprint(cfg: Preset, seed: int, data_files) -> str:
     """What a checkpoint was trained with (settings, data, training code); a checkpoint is
     resumed only if this matches, so an edit that makes DVC re-run the stage also retrains."""
-    from tasks import model
-    code = [sha256(f) for f in (__file__, model.__file__)]
+    from tasks import model, schedules
+    code = [sha256(f) for f in (__file__, model.__file__, schedules.__file__)]
     blob = json.dumps([dataclasses.asdict(cfg), seed, [sha256(f) for f in data_files], code], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def make_optimizer(cfg: Preset, steps_per_epoch: int):
     import keras
+
+    from tasks import schedules
     o = cfg.optimizer
-    lr = o.learning_rate
-    if o.schedule == "cosine":
-        warmup = int(o.warmup_epochs * steps_per_epoch)
-        lr = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=o.learning_rate / 100, warmup_target=o.learning_rate,
-            warmup_steps=warmup, decay_steps=max(1, cfg.epochs * steps_per_epoch - warmup))
-    elif o.schedule != "plateau":
-        raise ValueError(f"unknown schedule {o.schedule!r} (cosine or plateau)")
+    lr = schedules.learning_rate(o, cfg.epochs, steps_per_epoch)
     wd = o.weight_decay or None
     optimizers = {
         "adamw": lambda: keras.optimizers.AdamW(lr, weight_decay=o.weight_decay),
@@ -52,6 +47,8 @@ def make_optimizer(cfg: Preset, steps_per_epoch: int):
         "rmsprop": lambda: keras.optimizers.RMSprop(lr, rho=0.9, epsilon=1e-8, weight_decay=wd),
         "sgd": lambda: keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, weight_decay=wd),
     }
+    if o.name not in optimizers:
+        raise ValueError(f"unknown optimizer {o.name!r} ({', '.join(optimizers)})")
     return optimizers[o.name]()
 
 

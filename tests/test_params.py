@@ -48,3 +48,13 @@ def test_unknown_preset_lists_the_known_ones(raw):
     raw["train"]["preset"] = "huge"
     with pytest.raises(params.ParamsError, match="'train.preset' is 'huge'; known presets: full, quick, seed001"):
         params.parse(raw)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("schedule", "linear", "'train.presets.full.optimizer.schedule' is 'linear'; one of: cosine, onecycle, plateau"),
+    ("name", "adagrad", "'train.presets.full.optimizer.name' is 'adagrad'; one of: adamw, adam, rmsprop, sgd"),
+])
+def test_unknown_optimizer_or_schedule_names_the_key(raw, key, value, message):
+    raw["train"]["presets"]["full"]["optimizer"][key] = value
+    with pytest.raises(params.ParamsError, match=message):
+        params.parse(raw)

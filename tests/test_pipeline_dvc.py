@@ -75,3 +75,16 @@ def test_full_repro_then_compare_branches(tmp_path, mnist):
     assert {"main", "more-epochs"} <= {p["revisions"][0] for p in plots["plots/evaluate/confusion_matrix.png"]}
     sh(repo, "dvc", "plots", "diff", "main", "more-epochs", "-o", str(tmp_path / "plots"))
     assert "confusion" in (tmp_path / "plots/index.html").read_text()
+
+    # An experiment on another preset, the way users start one: the one-cycle `full` preset, shrunk.
+    out = sh(repo, "dvc", "exp", "run", "-n", "tiny-full", "-S", "train.preset=full",
+             "-S", "train.presets.full.epochs=2", "-S", "train.presets.full.batch_size=64",
+             "-S", "train.presets.full.arch.widths=[4,8,8]", "-S", "train.presets.full.arch.dense=16").stdout
+    assert "Running stage 'train'" in out and "Running stage 'ingest'" not in out
+    trained = json.loads((repo / "metrics/train.json").read_text())
+    assert (trained["preset"], trained["epochs"]) == ("full", 2)
+    [experiment] = [e for rev in json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
+                    for e in (rev.get("experiments") or []) if e.get("name") == "tiny-full"]
+    [run] = experiment["revs"]
+    assert run["data"]["params"]["params.yaml"]["data"]["train"]["preset"] == "full"
+    assert run["data"]["metrics"]["metrics/train.json"]["data"]["epochs"] == 2

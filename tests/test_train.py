@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from tasks import device, model, params, train
+from tasks import device, model, params, schedules, train
 from tasks.io import LABEL, PIXELS, to_images
 
 
@@ -83,6 +83,37 @@ def test_unknown_optimizer_or_schedule_is_rejected():
     cfg = tiny()
     with pytest.raises(ValueError, match="unknown schedule 'linear'"):
         train.make_optimizer(dataclasses.replace(cfg, optimizer=dataclasses.replace(cfg.optimizer, schedule="linear")), 10)
+    with pytest.raises(ValueError, match="unknown optimizer 'adagrad'"):
+        train.make_optimizer(dataclasses.replace(cfg, optimizer=dataclasses.replace(cfg.optimizer, name="adagrad")), 10)
+
+
+@pytest.mark.parametrize("name", sorted(params.load(ROOT / "params.yaml").train.presets))
+def test_every_preset_builds_and_takes_training_steps(name, mnist):
+    """What `dvc exp run -S train.preset=<name>` starts with: the preset's net, optimizer and schedule."""
+    cfg = params.load(ROOT / "params.yaml").train.presets[name]
+    x, y = mnist[0][:2 * cfg.batch_size].reshape(-1, 28, 28, 1), mnist[1][:2 * cfg.batch_size]
+    m = model.build(cfg.arch, cfg.augment, seed=0)
+    m.compile(optimizer=train.make_optimizer(cfg, steps_per_epoch=2), loss="categorical_crossentropy")
+    history = m.fit(x, np.eye(10)[y], batch_size=cfg.batch_size, epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"][0]) and int(m.optimizer.iterations) == 2
+    rate = float(keras.ops.convert_to_numpy(m.optimizer.learning_rate))
+    assert 0 < rate <= cfg.optimizer.learning_rate * (1 + 1e-6)
+
+
+def test_one_cycle_rises_to_the_peak_then_falls_and_resumes_from_a_checkpoint(tmp_path):
+    cycle = schedules.OneCycle(peak=0.01, total_steps=100, warmup_steps=30)
+    rates = [float(keras.ops.convert_to_numpy(cycle(s))) for s in range(101)]
+    assert rates[0] == pytest.approx(0.01 / 25) and rates[30] == pytest.approx(0.01)
+    assert rates[100] == pytest.approx(0.01 / 25 / 1e4)
+    assert all(a < b for a, b in zip(rates[:30], rates[1:31]))          # rises to the peak
+    assert all(a > b for a, b in zip(rates[30:100], rates[31:101]))     # then only falls
+    m = model.build(tiny().arch, tiny().augment, seed=0)
+    m.compile(optimizer=keras.optimizers.AdamW(cycle), loss="categorical_crossentropy")
+    m.fit(np.zeros((64, 28, 28, 1), np.uint8), np.eye(10)[np.zeros(64, int)], batch_size=16, verbose=0)
+    m.save(tmp_path / "ck.keras")
+    again = model.load(tmp_path / "ck.keras").optimizer
+    assert int(again.iterations) == 4
+    assert float(keras.ops.convert_to_numpy(again.learning_rate)) == pytest.approx(rates[4])
 
 
 @pytest.mark.integration
