@@ -58,7 +58,8 @@ class Checkpoint:
     def __init__(self, folder: Path, fp: str):
         self.folder, self.fp = Path(folder), fp
         self.state = {"fingerprint": fp, "epoch": 0, "history": [], "best_val_accuracy": -1.0,
-                      "best_epoch": 0, "train_seconds": 0.0, "plateau": None, "resumed_from": []}
+                      "best_epoch": 0, "train_seconds": 0.0, "cpu_seconds": 0.0, "plateau": None,
+                      "resumed_from": []}
 
     def load(self) -> bool:
         """True if a checkpoint of this very configuration exists (then self.state is its state)."""
@@ -71,12 +72,13 @@ class Checkpoint:
         self.state = state
         return True
 
-    def save(self, model, logs: dict, epoch_seconds: float, plateau) -> None:
+    def save(self, model, logs: dict, epoch_seconds: float, epoch_cpu: float, plateau) -> None:
         s = self.state
         s["epoch"] += 1
         s["train_seconds"] += epoch_seconds
-        s["history"].append({k: float(v) for k, v in logs.items()} | {"epoch": s["epoch"],
-                                                                     "seconds": s["train_seconds"]})
+        s["cpu_seconds"] += epoch_cpu
+        s["history"].append({k: float(v) for k, v in logs.items()} | {
+            "epoch": s["epoch"], "seconds": s["train_seconds"], "cpu_seconds": s["cpu_seconds"]})
         if logs["val_accuracy"] > s["best_val_accuracy"]:
             s["best_val_accuracy"], s["best_epoch"] = float(logs["val_accuracy"]), s["epoch"]
             with atomic_path(self.folder / BEST) as tmp:
@@ -104,11 +106,11 @@ def callbacks(ckpt: Checkpoint, cfg: Preset, live):
 
     class Save(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
-            self.t0 = time.perf_counter()
+            self.t0, self.c0 = time.perf_counter(), time.process_time()
 
         def on_epoch_end(self, epoch, logs=None):
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-            ckpt.save(self.model, logs, time.perf_counter() - self.t0, plateau)
+            ckpt.save(self.model, logs, time.perf_counter() - self.t0, time.process_time() - self.c0, plateau)
 
     return [c for c in (plateau, Save(), DVCLiveCallback(live=live)) if c is not None]
 
@@ -166,6 +168,8 @@ def train(cfg: Preset, seed: int, train_frame: pd.DataFrame, val_frame: pd.DataF
         "best_epoch": ckpt.state["best_epoch"], "epochs": ckpt.state["epoch"], "train_images": len(x),
         "val_accuracy": best["val_accuracy"], "val_loss": best["val_loss"],
         "train_seconds": round(seconds, 1),
+        # summed over cores: on a shared machine wall time swings with the neighbours' load, this far less
+        "train_cpu_seconds": round(ckpt.state["cpu_seconds"], 1),
         "images_per_second": round(len(x) * ckpt.state["epoch"] / seconds, 1),
     }
     return model, metrics, ckpt.state

@@ -64,6 +64,8 @@ def test_train_writes_metrics_and_a_model_that_reloads(tmp_path, mnist):
     assert metrics["epochs"] == 2 and metrics["best_epoch"] in (1, 2) and metrics["train_images"] == 300
     assert isinstance(metrics["val_accuracy"], float) and 0 <= metrics["val_accuracy"] <= 1
     assert isinstance(metrics["val_loss"], float) and metrics["images_per_second"] > 0
+    assert 0 < metrics["train_cpu_seconds"] and 0 < metrics["train_seconds"]
+    assert state["history"][-1]["cpu_seconds"] == pytest.approx(metrics["train_cpu_seconds"], abs=0.05)
     assert metrics["device"].startswith("device: CPU")
     # several steps per graph call, none lost: 300 images at batch 64 = 5 optimizer steps per epoch
     assert m.steps_per_execution == device.plan_for(0).steps_per_execution > 1
