@@ -14,7 +14,7 @@ import math
 import keras
 from keras import ops
 
-from tasks.params import Optimizer
+from tasks.params import SCHEDULES, Optimizer
 
 
 @keras.saving.register_keras_serializable(package="digits")
@@ -48,4 +48,4 @@ def learning_rate(o: Optimizer, epochs: int, steps_per_epoch: int):
         return OneCycle(o.learning_rate, total, warmup)
     if o.schedule == "plateau":
         return o.learning_rate
-    raise ValueError(f"unknown schedule {o.schedule!r} (cosine, onecycle or plateau)")
+    raise ValueError(f"unknown schedule {o.schedule!r} ({', '.join(SCHEDULES)})")

@@ -89,6 +89,16 @@ def test_unknown_optimizer_or_schedule_is_rejected():
         train.make_optimizer(dataclasses.replace(cfg, optimizer=dataclasses.replace(cfg.optimizer, name="adagrad")), 10)
 
 
+@pytest.mark.parametrize("name", params.OPTIMIZERS)
+@pytest.mark.parametrize("schedule", params.SCHEDULES)
+def test_every_optimizer_and_schedule_params_accept_is_built(name, schedule):
+    cfg = tiny()
+    cfg = dataclasses.replace(cfg, optimizer=dataclasses.replace(cfg.optimizer, name=name, schedule=schedule))
+    optimizer = train.make_optimizer(cfg, steps_per_epoch=10)
+    assert type(optimizer).__name__.lower() == name
+    assert 0 < float(keras.ops.convert_to_numpy(optimizer.learning_rate)) <= cfg.optimizer.learning_rate * (1 + 1e-6)
+
+
 @pytest.mark.parametrize("name", sorted(params.load(ROOT / "params.yaml").train.presets))
 def test_every_preset_builds_and_takes_training_steps(name, mnist):
     """What `dvc exp run -S train.preset=<name>` starts with: the preset's net, optimizer and schedule."""
