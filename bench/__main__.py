@@ -75,8 +75,7 @@ def bench_train(seed001_epochs: int) -> None:
         cfg = dataclasses.replace(cfg, epochs=epochs) if epochs else cfg
         with tempfile.TemporaryDirectory() as tmp:
             _, m, state = train.train(cfg, p.base.seed, tr, va, f"bench-{name}", Path(tmp) / "ck", Path(tmp) / "live")
-        hit = first_reach(state["history"], TARGET)
-        reach[name] = hit
+        reach[name] = hit = first_reach(state["history"], TARGET)
         rows.append([name, cfg.epochs, f"{m['images_per_second']:,.0f}", f"{m['train_seconds']:.0f}",
                      f"{m['train_cpu_seconds']:.0f}", f"{m['val_accuracy']:.4f}",
                      f"{hit['seconds']:.0f} (epoch {hit['epoch']})" if hit else f"not within {cfg.epochs} epochs"])
