@@ -1,4 +1,4 @@
-"""Benchmarks: python -m bench [--only data,train,predict,baselines] [--seed001-epochs N].
+"""Benchmarks: python -m bench [--only data,train,predict,baselines,noop] [--seed001-epochs N].
 
 Prints one table per part. Speed targets live here, not in tests:
   data     each data stage as `python -m tasks.<stage>` on the full bundled data (60,000 + 10,000)
@@ -6,6 +6,7 @@ Prints one table per part. Speed targets live here, not in tests:
            first reaches 99.4% validation accuracy (seed001 capped at --seed001-epochs)
   predict  28,000 test images (Kaggle's test size) through models/model.keras
   baselines  the scikit-learn models with default params, per model and in total
+  noop     `dvc repro` of this workspace when DVC finds every stage up to date (after `make repro`)
 """
 import argparse
 import os
@@ -30,8 +31,8 @@ def table(title: str, header: list, rows: list) -> None:
 
 
 def machine() -> str:
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
-    return f"{os.cpu_count()} CPU cores ({cpu}), Python {platform.python_version()}"
+    from tasks.machine import describe
+    return f"{describe()['summary']}, Python {platform.python_version()}"
 
 
 def bench_data() -> None:
@@ -53,7 +54,7 @@ def bench_data() -> None:
         subprocess.run([sys.executable, "-c", code], cwd=tmp, env=env, check=True, stdout=subprocess.DEVNULL)
         dt = time.perf_counter() - t0
         rows.append(["validate train.csv only", f"{dt:.2f}", f"{60_000 / dt:,.0f}"])
-    table("Data stages, each as its own process (train 60,000 x 785 + test 10,000 x 784)",
+    table(f"Data stages, each as its own process (train 60,000 x 785 + test 10,000 x 784; {machine()})",
           ["stage", "seconds", "rows/s"], rows)
 
 
@@ -128,9 +129,21 @@ def bench_baselines() -> None:
     table(f"Baselines ({machine()})", ["model", "val acc", "train size", "fit s", "predict s", "note"], rows)
 
 
+def bench_noop() -> None:
+    """`dvc repro` with nothing to do: the cost of checking every stage's deps, params and outs."""
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    status = subprocess.run(["dvc", "status", "--json"], cwd=ROOT, env=env, capture_output=True, text=True)
+    if status.returncode != 0 or status.stdout.strip() not in ("", "{}"):
+        print("\nno-op dvc repro: skipped, the pipeline is not up to date (run `make repro` first)")
+        return
+    t0 = time.perf_counter()
+    subprocess.run(["dvc", "repro"], cwd=ROOT, env=env, check=True, capture_output=True)
+    table(f"No-op dvc repro ({machine()})", ["command", "seconds"], [["dvc repro", f"{time.perf_counter() - t0:.2f}"]])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    ap.add_argument("--only", default="data,train,predict,baselines")
+    ap.add_argument("--only", default="data,train,predict,baselines,noop")
     ap.add_argument("--seed001-epochs", type=int, default=30,
                     help="cap on seed001's epochs (default: its recipe's 30); no extrapolation beyond it")
     args = ap.parse_args()
@@ -145,6 +158,8 @@ def main() -> None:
         bench_predict()
     if "baselines" in parts:
         bench_baselines()
+    if "noop" in parts:
+        bench_noop()
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """The few DVC operations the flows need, as plain functions (no Prefect here, testable alone)."""
+import contextlib
 import os
 import subprocess
 import sys
@@ -45,6 +46,14 @@ def stage_order(repo_dir: Path) -> list[str]:
         return [s.name for s in order if not s.is_data_source]
 
 
+def git_tracked_outputs(repo_dir: Path) -> list[str]:
+    """Every output (metrics, plots, reports) the pipeline keeps in git rather than DVC's cache."""
+    from dvc.repo import Repo
+    with Repo(str(repo_dir)) as repo:
+        return sorted({str(Path(o.fs_path).relative_to(Path(repo.root_dir)))
+                       for stage in repo.index.stages for o in stage.outs if not o.use_cache})
+
+
 def is_stale(repo_dir: Path, stage: str) -> bool:
     """True if DVC would run `stage` now (its own deps, params or outs changed)."""
     out = run(dvc_cmd("status", stage, "--json"), repo_dir, capture_output=True, text=True, check=True).stdout
@@ -67,28 +76,52 @@ def repro_stage(repo_dir: Path, stage: str, force: bool, log) -> None:
         raise error(f"stage {stage} failed:\n{text}")
 
 
-def set_params(repo_dir: Path, overrides: dict) -> None:
-    """Apply {"train.presets.quick.epochs": 20, ...} to params.yaml as `dvc exp run -S` does
-    (DVC's own YAML editor keeps comments), then check the result against the typed params: an
-    unknown key is an error naming it, and params.yaml is left as it was."""
+@contextlib.contextmanager
+def overridden_params(repo_dir: Path, overrides: dict):
+    """Apply {"train.presets.quick.epochs": 20, ...} to params.yaml for the duration of the block,
+    as `dvc exp run -S` does (DVC's own YAML editor keeps comments), then put params.yaml back as
+    it was, so a run's overrides never leak into the next run. The result is checked against the
+    typed params first: an unknown key is an error naming it, before anything runs."""
     from dvc.utils.serialize import modify_yaml
     from tasks import params
-    if not overrides:
-        return
     path = Path(repo_dir) / "params.yaml"
     before = path.read_text()
-    with modify_yaml(str(path)) as data:
-        for dotted, value in overrides.items():
-            node = data
-            *parents, last = dotted.split(".")
-            for key in parents:
-                node = node.setdefault(key, {})
-            node[last] = value
     try:
-        params.load(path)
-    except params.ParamsError:
+        if overrides:
+            with modify_yaml(str(path)) as data:
+                for dotted, value in overrides.items():
+                    node = data
+                    *parents, last = dotted.split(".")
+                    for key in parents:
+                        node = node.setdefault(key, {})
+                    node[last] = value
+            params.load(path)
+        yield
+    finally:
         path.write_text(before)
-        raise
+
+
+def save_experiment(repo_dir: Path, name: str, log) -> None:
+    """Record the workspace as the DVC experiment `name` (params, dvc.lock, metrics, plots), then
+    share it: outputs to the default DVC remote and the experiment to the git remote, where set."""
+    def dvc(*args):
+        proc = run(dvc_cmd(*args), repo_dir, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise StageFailed(f"dvc {' '.join(args)} failed:\n{proc.stdout}{proc.stderr}")
+        return proc.stdout
+    # `exp save` leaves out git-tracked outputs that git does not know yet (the first run's metrics)
+    untracked = [arg for path in git_tracked_outputs(repo_dir) if (Path(repo_dir) / path).exists()
+                 for arg in ("-I", path)]
+    dvc("exp", "save", "--force", "-n", name, "-m", f"Prefect flow run {name}", *untracked)
+    log(f"saved as DVC experiment {name}")
+    if dvc("remote", "list").strip():
+        dvc("push")
+        log("outputs pushed to the DVC remote")
+    git_remotes = run(["git", "remote"], repo_dir, capture_output=True, text=True).stdout.split()
+    if git_remotes:
+        remote = "origin" if "origin" in git_remotes else git_remotes[0]
+        dvc("exp", "push", "--no-cache", remote, name)
+        log(f"experiment {name} pushed to git remote {remote}")
 
 
 def metrics_diff_md(repo_dir: Path) -> str:

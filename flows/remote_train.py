@@ -17,7 +17,7 @@ from flows import dvc_ops
 from tasks import paths
 
 STAGE = "train"
-GIT_TRACKED = [paths.TRAIN_METRICS]          # train outputs with cache: false travel in the result
+GIT_TRACKED = [paths.TRAIN_METRICS, paths.DVCLIVE_DIR]   # train outputs with cache: false travel in the result
 RESULT_KEY = "digits-train-result"           # the result travels as an artifact on the Prefect server,
                                              # so the workers need share nothing but server and remote
 
@@ -25,6 +25,12 @@ RESULT_KEY = "digits-train-result"           # the result travels as an artifact
 def git_head(repo: Path) -> str:
     return subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
                           check=True).stdout.strip()
+
+
+def tracked_files(repo: Path) -> dict:
+    """{relative path: text} of every file of the train stage's git-tracked outputs."""
+    found = [f for p in GIT_TRACKED for f in ([repo / p] if (repo / p).is_file() else (repo / p).rglob("*"))]
+    return {str(f.relative_to(repo)): f.read_text() for f in found if f.is_file()}
 
 
 def lock_entry(repo: Path, stage: str) -> dict:
@@ -51,12 +57,16 @@ def train_remote(rev: str, lock: str, params: str, repo_dir: str = ".") -> dict:
     if git_head(repo) != rev:
         raise dvc_ops.StageFailed(f"worker checkout {repo} is at {git_head(repo)}, the caller at {rev}: "
                                   "update the worker's clone (git pull) first")
-    (repo / "params.yaml").write_text(params)
-    (repo / "dvc.lock").write_text(lock)
-    dvc(repo, "pull", "split")
-    dvc_ops.repro_stage(repo, STAGE, force=False, log=log.info)
-    dvc(repo, "push", STAGE)
-    result = {"lock": lock_entry(repo, STAGE), "files": {str(p): (repo / p).read_text() for p in GIT_TRACKED}}
+    own_params = (repo / "params.yaml").read_text()
+    try:   # the caller's params for this run only: the worker's own scheduled runs keep theirs
+        (repo / "params.yaml").write_text(params)
+        (repo / "dvc.lock").write_text(lock)
+        dvc(repo, "pull", "split")
+        dvc_ops.repro_stage(repo, STAGE, force=False, log=log.info)
+        dvc(repo, "push", STAGE)
+        result = {"lock": lock_entry(repo, STAGE), "files": tracked_files(repo)}
+    finally:
+        (repo / "params.yaml").write_text(own_params)
     create_markdown_artifact(key=RESULT_KEY, description="dvc.lock entry and metrics of the remote train stage",
                              markdown=f"```json\n{json.dumps(result, indent=1)}\n```")
     return result

@@ -2,9 +2,11 @@
 
 The choice is a table, not an if-chain: with several GPUs MirroredStrategy, mixed_float16 and XLA;
 with one GPU the default strategy, mixed_float16 and XLA; on the CPU float32 without XLA (XLA made
-the BN-CNN slower on the 2-core CPU: 1,096 -> 863 img/s, FINDINGS). Every plan runs 16 training
-steps per call into the compiled graph (Keras' steps_per_execution): on the 2-core CPU that cost
-5-10% fewer CPU seconds per image than one step per call, as Python's per-step overhead goes.
+the batch-norm CNN slower, 1,096 -> 863 images/s, on a 2-core AMD EPYC virtual machine). Every plan
+runs 16 training steps per call into the compiled graph (Keras' steps_per_execution): on that
+machine it cost 5-10% fewer CPU seconds per image than one step per call, as Python's per-step
+overhead goes. To re-measure on another machine, change the "cpu" plan below and compare the
+images/s and CPU seconds that `make bench` prints.
 """
 from dataclasses import dataclass
 

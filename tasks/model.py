@@ -1,7 +1,7 @@
 """The CNN and its augmentation, in Keras 3's backend-neutral API (keras.layers / keras.ops).
 
 Nothing here imports TensorFlow, so the same code can be measured with KERAS_BACKEND=jax on a GPU
-machine that has no TensorFlow (FINDINGS). The model takes uint8 images and scales them itself:
+machine that has no TensorFlow. The model takes uint8 images and scales them itself:
 the data stays uint8 in memory and every caller (train, evaluate, predict) feeds the same thing.
 """
 import math

@@ -15,9 +15,13 @@ def score(submission_path, key_path) -> dict:
         return {"answer_key": False, "note": "no answer key (Kaggle's own files): nothing to score"}
     sub = pd.read_csv(submission_path)
     key = pd.read_csv(key_path)
-    if len(sub) != len(key) or not (sub.ImageId.to_numpy() == key.ImageId.to_numpy()).all():
-        raise DataError(f"{submission_path}: ImageIds do not match the answer key {key_path} "
-                        f"({len(sub)} vs {len(key)} rows)")
+    if len(sub) != len(key):
+        raise DataError(f"{submission_path}: {len(sub)} rows, the answer key {key_path} has {len(key)}")
+    differ = (sub.ImageId.to_numpy() != key.ImageId.to_numpy()).nonzero()[0]
+    if len(differ):
+        i = differ[0]
+        raise DataError(f"{submission_path}: ImageIds do not match the answer key {key_path}: "
+                        f"{len(differ)} differ, the first at row {i + 1} ({sub.ImageId[i]} where the key has {key.ImageId[i]})")
     errors = int((sub.Label.to_numpy() != key.Label.to_numpy()).sum())
     return {"answer_key": True, "test_accuracy": 1 - errors / len(key), "test_errors": errors, "test_n": len(key)}
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 
 from tasks import device, paths
 from tasks import params as params_mod
@@ -176,14 +177,19 @@ def train(cfg: Preset, seed: int, train_frame: pd.DataFrame, val_frame: pd.DataF
 
 
 def main() -> None:
+    from tasks import machine
     p = params_mod.load()
     cfg = p.train.config
     fp = fingerprint(cfg, p.base.seed, [paths.SPLIT_TRAIN, paths.SPLIT_VAL])
     model, metrics, _ = train(cfg, p.base.seed, pd.read_parquet(paths.SPLIT_TRAIN),
                               pd.read_parquet(paths.SPLIT_VAL), fp)
     metrics["preset"] = p.train.preset
+    metrics["machine"] = machine.describe()["summary"]
     with atomic_path(paths.MODEL) as tmp:
         model.save(tmp)
+    # the whole stage as `dvc repro` runs it: interpreter start, imports, model build, checkpoint
+    # writes and the final save, which train_seconds (the epochs alone) leaves out
+    metrics["stage_seconds"] = round(time.time() - psutil.Process().create_time(), 1)
     write_json(paths.TRAIN_METRICS, metrics)
     print(f"train: best val_accuracy {metrics['val_accuracy']:.4f} at epoch {metrics['best_epoch']}, "
           f"{metrics['train_seconds']} s, {metrics['images_per_second']} img/s -> {paths.MODEL}")

@@ -4,14 +4,18 @@ One GX checkpoint validates, per file, two batches: the table itself (exact colu
 order, at least one row, labels in 0..9 with none missing) and its pixel-column profile (one row
 per pixel column with the count of missing, non-numeric, non-integer and out-of-range values).
 Profiling first keeps the suite at a few expectations: 785 per-column expectations cost GX about
-4 ms each (FINDINGS), the profile costs 0.1 s for 60,000 rows. Results go to
-reports/validation/<file>.json and Data Docs HTML under reports/validation/docs/.
+4 ms each, the profile costs 0.1 s for 60,000 rows (measured on a 2-core AMD EPYC virtual machine;
+`make bench` times the whole stage). Results go to reports/validation/<file>.json and Data Docs
+HTML under reports/validation/docs/.
 
-A failing file exits 1 with a message naming the file, each failing column, how many values fail
-and the first row numbers (1-based data rows: row 1 is the line after the header).
+A failing file exits 65 with a message naming the file, each failing column, how many values fail
+and the first row numbers (1-based data rows: row 1 is the line after the header). A row with more
+or fewer fields than the header is reported as such, with its row and line number.
 """
+import csv
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,9 +48,13 @@ TEST = Spec("test", tuple(PIXELS), label=False)
 
 
 def read_csv(path: Path) -> pd.DataFrame:
-    """pandas' C reader, with its own errors turned into one clear line naming the file."""
+    """pandas' C reader, with its own errors turned into one clear line naming the file.
+
+    pandas rejects a row longer than the header but pads a shorter one with missing values; both
+    are the same defect and get the same message.
+    """
     try:
-        return pd.read_csv(path, engine="c", low_memory=False)
+        frame = pd.read_csv(path, engine="c", low_memory=False)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found")
     except pd.errors.EmptyDataError:
@@ -55,10 +63,32 @@ def read_csv(path: Path) -> pd.DataFrame:
         m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(err))
         if m:
             want, line, got = map(int, m.groups())
-            raise DataError(f"{path}: row {line - 1} (line {line}) has {got} fields, the header has {want}")
+            raise DataError(_field_count(path, line - 1, line, got, want))
         raise DataError(f"{path}: not a readable CSV ({err})")
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not a UTF-8 text CSV ({err.reason} at byte {err.start})")
+    # A short row leaves its last column missing; only then are the raw lines read again.
+    if len(frame.columns) and frame.iloc[:, -1].isna().any():
+        short = _short_row(path, len(frame.columns))
+        if short:
+            raise DataError(_field_count(path, *short, len(frame.columns)))
+    return frame
+
+
+def _field_count(path, row: int, line: int, got: int, want: int) -> str:
+    return f"{path}: row {row} (line {line}) has {got} fields, the header has {want}"
+
+
+def _short_row(path: Path, width: int):
+    """(row, line, fields) of the first data row with fewer than `width` fields, or None."""
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        next(reader)
+        records = (r for r in reader if r)   # blank lines are skipped, as pandas skips them
+        for row, fields in enumerate(records, 1):
+            if len(fields) < width:
+                return row, reader.line_num, len(fields)
+    return None
 
 
 def _rows(mask: np.ndarray) -> list[int]:
@@ -105,7 +135,7 @@ def build_checkpoints(context, spec: Spec) -> dict:
     for batch, expectations in (("table", table), ("pixel-profile", pixels)):
         name = f"{spec.name}-{batch}"
         # The suite is built whole and added once: adding 1,570 expectations one by one re-saves
-        # the suite each time and takes minutes (FINDINGS).
+        # the suite each time and takes minutes (measured on the 2-core machine above).
         suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=expectations))
         batch_def = source.add_dataframe_asset(batch).add_batch_definition_whole_dataframe("all")
         definition = context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch_def, suite=suite))
@@ -131,34 +161,39 @@ def new_context(docs_dir: Path):
 
 
 def describe_failures(spec: Spec, frame: pd.DataFrame, prof: pd.DataFrame, results) -> list[str]:
-    """Message lines for every failed expectation, most specific first."""
-    lines = []
+    """Message lines for every failed expectation, most specific first.
+
+    Label and row-count failures come first, then one line per failing pixel column and defect in
+    column order, MAX_COLUMNS lines at most; the rest is counted per defect ("... and 8 more
+    columns with values outside 0..255").
+    """
     failed = [r for r in results if not r.success]
     if any(r.expectation_config.type == "expect_table_columns_to_match_ordered_list" for r in failed):
         return [_header_problem(frame, spec)]  # column checks mean nothing under the wrong header
+    items = []  # (position, defect or None, text)
     for result in failed:
-        cfg, res = result.expectation_config, result.result
-        kind, column = cfg.type, cfg.kwargs.get("column")
+        kind, column = result.expectation_config.type, result.expectation_config.kwargs.get("column")
         if kind == "expect_table_row_count_to_be_between":
-            lines.append((-1, "no data rows (at least one is required)"))
+            items.append((-1, None, "no data rows (at least one is required)"))
         elif column == LABEL:
             mask = frame[LABEL].isna() if "null" in kind else (
                 frame[LABEL].notna() & ~frame[LABEL].isin(range(10)))
             what = "missing" if "null" in kind else "outside the integers 0..9"
-            lines.append((0, f"column {LABEL}: {_count(int(mask.sum()))} {what} (rows {_fmt(_rows(mask.to_numpy()))})"))
-        elif column in DEFECTS:
-            words = DEFECTS[column].format(lo=0, hi=255)
-            shown = res.get("partial_unexpected_index_list") or []
-            for i in shown:
+            items.append((0, None, f"column {LABEL}: {_count(int(mask.sum()))} {what} (rows {_fmt(_rows(mask.to_numpy()))})"))
+        elif column in DEFECTS:  # the profile holds every failing column, not only GX's sample
+            for i in np.flatnonzero(prof[column].to_numpy() > 0):
                 row = prof.iloc[i]
-                lines.append((1 + i, f"column {row['column']}: {_count(row[column])} {words} "
-                                     f"(rows {_fmt(row[column + '_rows'])})"))
-            if res.get("unexpected_count", 0) > len(shown):
-                lines.append((10**6, f"... and {res['unexpected_count'] - len(shown)} more columns with values {words}"))
-    lines = [text for _, text in sorted(lines, key=lambda t: t[0])]
-    if len(lines) > MAX_COLUMNS:
-        lines = lines[:MAX_COLUMNS] + [f"... and {len(lines) - MAX_COLUMNS} more failures"]
+                items.append((1 + i, column, f"column {row['column']}: {_count(row[column])} {_words(column)} "
+                                             f"(rows {_fmt(row[column + '_rows'])})"))
+    items.sort(key=lambda t: t[0])
+    lines = [text for _, _, text in items[:MAX_COLUMNS]]
+    for defect, n in Counter(defect for _, defect, _ in items[MAX_COLUMNS:]).items():
+        lines.append(f"... and {n} more column{'s' if n > 1 else ''} with values {_words(defect)}")
     return lines
+
+
+def _words(defect: str) -> str:
+    return DEFECTS[defect].format(lo=0, hi=255)
 
 
 def _count(n: int) -> str:

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
+from test_evaluate_submit import assert_plot
 from tasks import baselines, params
 
 
@@ -58,5 +59,5 @@ def test_plots_are_png_and_csv(tmp_path, sample):
     det, curves = baselines.detector(x, y, params.Detector(5, 0.9, 0, 3), seed=0)
     baselines.write_plots(tmp_path, result, det, curves)
     for name in ("accuracy_vs_time.png", "detector.png"):
-        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert_plot(tmp_path / name)
     assert (tmp_path / "accuracy_vs_time.csv").read_text().startswith("model,fit_seconds,val_accuracy\ndecision_tree,")

@@ -1,16 +1,24 @@
-"""Metrics on hand-made predictions, the submission checker's rules, score without a key, PNGs."""
+"""Metrics on hand-made predictions, the submission checker's rules, score, the report, PNGs."""
 import subprocess
 import sys
 
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from conftest import ROOT
-from tasks import evaluate, plots, predict, score, submission
+from tasks import evaluate, paths, plots, predict, report, score, submission
 from tasks.cli import DataError
+from tasks.io import write_json
 
-PNG = b"\x89PNG\r\n\x1a\n"
+
+def assert_plot(path, min_side=100):
+    """A real picture: opens as a PNG of at least min_side pixels each way, not one flat colour."""
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        pixels = np.asarray(image.convert("L"))
+    assert min(pixels.shape) >= min_side and pixels.std() > 0, path
 
 
 def test_metrics_on_a_hand_made_prediction_set():
@@ -51,6 +59,9 @@ def write_sub(path, ids, labels, header="ImageId,Label"):
     ([1, 2, 4], [1, 2, 3], "ImageId,Label", 3, "1 ImageId values not integers in 1..3 (rows 3); missing ImageIds: 3"),
     ([1, 2, 3], [1, 10, -1], "ImageId,Label", 3, "2 Label values not integers in 0..9 (rows 2, 3)"),
     ([1, 2, 3], [1, "x", 2.5], "ImageId,Label", 3, "2 Label values not integers in 0..9 (rows 2, 3)"),
+    # Kaggle's format is integers: a label or id written as a float is rejected even if whole
+    ([1, 2, 3], [1, "1.0", 2], "ImageId,Label", 3, "1 Label values not integers in 0..9 (rows 2)"),
+    ([1, "2.0", 3], [1, 2, 3], "ImageId,Label", 3, "1 ImageId values not integers in 1..3 (rows 2); missing ImageIds: 2"),
 ])
 def test_checker_rules(tmp_path, ids, labels, header, rows, message):
     path = write_sub(tmp_path / "s.csv", ids, labels, header)
@@ -62,15 +73,28 @@ def test_checker_rules(tmp_path, ids, labels, header, rows, message):
         assert str(err.value) == f"{path}: {message}"
 
 
+def checker(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tasks.submission", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True)
+
+
 def test_checker_cli_exit_codes(tmp_path):
     good = write_sub(tmp_path / "good.csv", [1, 2], [3, 4])
     bad = write_sub(tmp_path / "bad.csv", [1, 1], [3, 4])
-    run = lambda *a: subprocess.run([sys.executable, "-m", "tasks.submission", *a], cwd=ROOT,
-                                    capture_output=True, text=True)
-    ok = run(str(good), "--rows", "2")
+    ok = checker(good, "--rows", 2)
     assert ok.returncode == 0 and "valid Kaggle submission (2 rows)" in ok.stdout
-    no = run(str(bad))
+    no = checker(bad)
     assert no.returncode == 1 and "duplicate ImageIds: 1" in no.stderr
+
+
+def test_checker_cli_names_a_file_it_cannot_read(tmp_path):
+    garbage = tmp_path / "garbage.csv"
+    garbage.write_bytes(b"ImageId,Label\n1,\xff\xfe\x00\x81\n")
+    for path, why in [(tmp_path / "absent.csv", "cannot be read (No such file or directory)"),
+                      (tmp_path, "cannot be read (Is a directory)"),
+                      (garbage, "not a UTF-8 text CSV (invalid start byte at byte 16)")]:
+        proc = checker(path)
+        assert (proc.returncode, proc.stderr) == (1, f"error: {path}: {why}\n")
 
 
 def test_write_submission_is_kaggle_format_with_probabilities(tmp_path):
@@ -91,9 +115,83 @@ def test_score_with_and_without_answer_key(tmp_path):
     assert none["answer_key"] is False and "no answer key" in none["note"]
 
 
+def test_score_names_the_file_when_ids_do_not_match_the_key(tmp_path):
+    key = write_sub(tmp_path / "k.csv", [1, 2, 3, 4], [1, 2, 0, 4])
+    shuffled = write_sub(tmp_path / "s.csv", [1, 3, 2, 4], [1, 2, 0, 4])
+    with pytest.raises(DataError) as err:
+        score.score(shuffled, key)
+    assert str(err.value) == (f"{shuffled}: ImageIds do not match the answer key {key}: "
+                              "2 differ, the first at row 2 (3 where the key has 2)")
+    short = write_sub(tmp_path / "short.csv", [1, 2, 3], [1, 2, 0])
+    with pytest.raises(DataError) as err:
+        score.score(short, key)
+    assert str(err.value) == f"{short}: 3 rows, the answer key {key} has 4"
+
+
+def write_run_metrics(score_metrics=None, baselines=None):
+    """Hand-made metrics of a run, where the stages write them (relative to the working directory)."""
+    write_json(paths.TRAIN_METRICS, {"preset": "quick", "epochs": 12, "best_epoch": 11, "train_seconds": 250.0,
+                                     "images_per_second": 2600.5, "device": "device: CPU", "train_images": 54000})
+    classes = [str(c) for c in range(10)]
+    write_json(paths.EVALUATE_METRICS, {
+        "accuracy": 0.9952, "errors": 29, "n": 6000, "loss": 0.0171, "macro_f1": 0.9951,
+        "per_class": {c: {"precision": 0.99, "recall": 0.98, "f1": 0.985, "support": 600} for c in classes},
+        "roc_auc": dict.fromkeys(classes, 0.99999), "average_precision": dict.fromkeys(classes, 0.9999)})
+    if score_metrics:
+        write_json(paths.SCORE_METRICS, score_metrics)
+    if baselines:
+        write_json(paths.BASELINE_METRICS, baselines)
+
+
+def tables(text: str) -> dict:
+    """{section title: its table's rows, header first, as lists of cell strings}."""
+    out, title = {}, None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            title = line[3:]
+        elif line.startswith("|") and not line.startswith("|---"):
+            out.setdefault(title, []).append([c.strip() for c in line.strip().strip("|").split("|")])
+    return out
+
+
+def test_report_with_answer_key_and_baselines(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model = lambda acc: {"val_accuracy": acc, "train_size": 54000, "fit_seconds": 12.34, "predict_seconds": 0.5, "note": ""}
+    detector = {"digit": 5, "folds": 3, "train_size": 20000, "cv_precision": 0.9, "cv_recall": 0.8, "cv_f1": 0.85,
+                "requested_precision": 0.9, "threshold": 1.5, "precision_at_threshold": 0.91,
+                "recall_at_threshold": 0.7, "sgd_roc_auc": 0.96, "forest_roc_auc": 0.99}
+    write_run_metrics({"answer_key": True, "test_accuracy": 0.9957, "test_errors": 43, "test_n": 10000},
+                      {"models": {"knn": model(0.97), "svc_rbf": model(0.98)}, "detector": detector})
+    (tmp_path / paths.EVAL_PLOTS).mkdir(parents=True)
+    (tmp_path / paths.EVAL_PLOTS / "confusion_matrix.png").write_bytes(b"")
+    text = report.render()
+    t = tables(text)
+    assert ["**test accuracy (answer key)**", "**0.9957** (43 errors of 10000)"] in t["Summary"]
+    assert ["validation errors", "29 of 6000"] in t["Summary"] and ["epochs (best)", "12 (11)"] in t["Summary"]
+    assert len(t["Per-class report (validation)"]) == 11
+    assert t["Per-class report (validation)"][4] == ["3", "0.9900", "0.9800", "0.9850", "600", "0.99999", "0.99990"]
+    baselines = t["Baselines (same split)"]
+    assert [row[0] for row in baselines] == ["model", "knn", "svc_rbf", "**CNN (this run)**"]
+    assert baselines[-1] == ["**CNN (this run)**", "**0.9952**", "54000", "250.0", "", "preset quick"]
+    assert ["threshold for 90% precision", "1.500"] in t["Binary detector: is it a 5? (3-fold CV, 20000 images)"]
+    assert "![Confusion matrix](../plots/evaluate/confusion_matrix.png)" in text   # relative to reports/
+    assert "## ROC curves" not in text                                              # no such plot
+
+
+def test_report_without_answer_key_or_baselines(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_run_metrics({"answer_key": False, "note": "no answer key"})
+    t = tables(report.render())
+    assert ["test accuracy", "no answer key (Kaggle's files)"] in t["Summary"]
+    assert not any("answer key)" in row[0] for row in t["Summary"])
+    assert set(t) == {"Summary", "Per-class report (validation)"}
+    (tmp_path / paths.SCORE_METRICS).unlink()                     # the score stage has not run
+    assert ["test accuracy", "no answer key (Kaggle's files)"] in tables(report.render())["Summary"]
+
+
 def test_plots_are_png_files(tmp_path):
     plots.confusion(np.arange(100).reshape(10, 10), tmp_path / "cm.png")
     plots.digit_grid(np.zeros((3, 28, 28)), ["a", "b", "c"], tmp_path / "grid.png")
     plots.bars(range(3), [3, 1, 2], tmp_path / "bars.png", "t", "n")
     for name in ("cm.png", "grid.png", "bars.png"):
-        assert (tmp_path / name).read_bytes()[:8] == PNG
+        assert_plot(tmp_path / name)

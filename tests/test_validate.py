@@ -34,11 +34,13 @@ def test_valid_files_pass_and_write_json_and_data_docs(tmp_path):
     assert (report / "docs" / "index.html").stat().st_size > 0
 
 
-def test_crlf_line_endings_are_valid(tmp_path):
+def test_crlf_line_endings_are_valid(tmp_path, capsys):
     write(tmp_path / "train.csv", kaggle_frame(12), crlf=True)
     write(tmp_path / "test.csv", kaggle_frame(3, label=False), crlf=True)
     validate.validate({validate.TRAIN: tmp_path / "train.csv", validate.TEST: tmp_path / "test.csv"},
                       tmp_path / "report")
+    out = capsys.readouterr().out
+    assert "train.csv: valid (12 rows x 785 columns)" in out and "test.csv: valid (3 rows x 784 columns)" in out
 
 
 def test_pixel_out_of_range_names_column_count_and_rows(tmp_path):
@@ -47,6 +49,24 @@ def test_pixel_out_of_range_names_column_count_and_rows(tmp_path):
     msg = check(tmp_path, train=frame)
     assert "train.csv: failed validation" in msg
     assert "column pixel10: 2 values outside 0..255 (rows 4, 8)" in msg
+
+
+def test_more_failing_columns_than_listed_are_counted_exactly(tmp_path):
+    frame = kaggle_frame(20)
+    frame.loc[0, [f"pixel{i}" for i in range(20)]] = 300
+    failures = [l[4:] for l in check(tmp_path, train=frame).splitlines() if l.startswith("  - ")]
+    assert failures == [f"column pixel{i}: 1 value outside 0..255 (rows 1)" for i in range(12)] + [
+        "... and 8 more columns with values outside 0..255"]
+    # several defects: labels first, then columns in order; the rest counted per defect
+    frame = kaggle_frame(20).astype({f"pixel{i}": float for i in range(100, 103)})
+    frame.loc[2, "label"] = 11
+    frame.loc[0, [f"pixel{i}" for i in range(12)]] = -5
+    frame.loc[1, [f"pixel{i}" for i in range(100, 103)]] = 0.5
+    failures = [l[4:] for l in check(tmp_path, train=frame).splitlines() if l.startswith("  - ")]
+    assert failures[0] == "column label: 1 value outside the integers 0..9 (rows 3)"
+    assert failures[11] == "column pixel10: 1 value outside 0..255 (rows 1)"
+    assert failures[12:] == ["... and 1 more column with values outside 0..255",
+                             "... and 3 more columns with values non-integer"]
 
 
 def test_label_outside_0_to_9(tmp_path):
@@ -70,13 +90,28 @@ def test_text_and_decimal_pixels(tmp_path):
     assert "column pixel4: 2 values non-integer (rows 1, 10)" in msg
 
 
-def test_short_row_is_missing_values_in_the_test_file(tmp_path):
+def test_short_row_is_a_reader_error_with_row_number_in_the_test_file(tmp_path):
     lines = kaggle_frame(4, label=False).to_csv(index=False).splitlines()
     lines[2] = ",".join(lines[2].split(",")[:780])
     msg = check(tmp_path, test_text="\n".join(lines) + "\n")
-    assert "test.csv: failed validation" in msg
-    assert "column pixel780: 1 value missing (rows 2)" in msg
-    assert "train.csv" not in msg
+    assert msg == f"{tmp_path / 'test.csv'}: row 2 (line 3) has 780 fields, the header has 784"
+
+
+def test_short_last_row_of_the_train_file_is_named_not_read_as_missing_values(tmp_path):
+    lines = kaggle_frame(201).to_csv(index=False).splitlines()
+    lines[201] = ",".join(lines[201].split(",")[:300])
+    msg = check(tmp_path, train_text="\n".join(lines) + "\n")
+    assert msg == f"{tmp_path / 'train.csv'}: row 201 (line 202) has 300 fields, the header has 785"
+
+
+def test_empty_fields_in_full_length_rows_are_missing_values(tmp_path):
+    frame = kaggle_frame(20).astype({"pixel5": float, "pixel783": float})
+    frame.loc[3, "pixel5"] = None                 # "...,,..." inside the row
+    frame.loc[[6, 9], "pixel783"] = None          # the row ends with "," but has all 785 fields
+    msg = check(tmp_path, train=frame)
+    assert "column pixel5: 1 value missing (rows 4)" in msg
+    assert "column pixel783: 2 values missing (rows 7, 10)" in msg
+    assert "fields, the header has" not in msg
 
 
 def test_long_row_is_a_reader_error_with_row_number(tmp_path):
@@ -111,8 +146,9 @@ def test_empty_file_and_header_only(tmp_path):
     assert "no data rows (at least one is required)" in check(tmp_path, train_text=header_only)
 
 
-def test_stage_exits_65_with_message_and_writes_nothing(tmp_path):
-    """The real entry point in a scratch repo: exit 65 (EX_DATAERR), message on stderr, no Parquet."""
+def test_stage_exits_65_with_message_and_a_complete_report(tmp_path):
+    """The real entry point in a scratch repo: exit 65 (EX_DATAERR), message on stderr, the input
+    untouched, and the report the message points to written whole (no temporary folder left)."""
     raw = tmp_path / "data" / "raw"
     raw.mkdir(parents=True)
     frame = kaggle_frame(10)
@@ -127,4 +163,9 @@ def test_stage_exits_65_with_message_and_writes_nothing(tmp_path):
     assert "column pixel0: 1 value outside 0..255 (rows 1)" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert (raw / "train.csv").read_bytes() == before
-    assert not (tmp_path / "data" / "parquet").exists()
+    report = tmp_path / "reports"
+    assert "report: reports/validation/docs/index.html" in proc.stderr
+    assert sorted(p.name for p in report.iterdir()) == ["validation"]      # no .validation.* left
+    assert '"success": false' in (report / "validation" / "train.json").read_text()
+    assert '"success": true' in (report / "validation" / "test.json").read_text()
+    assert (report / "validation" / "docs" / "index.html").stat().st_size > 0

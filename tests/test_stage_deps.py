@@ -1,0 +1,64 @@
+"""Every stage lists in `deps` each project module its command imports, directly or not.
+
+An import missing from `deps` means an edit there does not re-run the stage. The imports are read
+from the code (every `import`/`from` statement, function-local ones included), not from a list.
+"""
+import ast
+import re
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+PACKAGES = ("tasks", "flows")
+
+
+def module_file(name: str):
+    path = ROOT / (name.replace(".", "/") + ".py")
+    return path if path.exists() else None
+
+
+def imports(path) -> set[str]:
+    """Project modules named by the import statements of one file."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            # `from tasks import io, paths` names modules; `from tasks.io import LABEL` a module too
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        else:
+            continue
+        found |= {n for n in names if n.split(".")[0] in PACKAGES and module_file(n)}
+    return found
+
+
+def closure(module: str) -> set[str]:
+    """The files of `module` and of every project module it imports, transitively."""
+    seen, todo = set(), [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        todo += imports(module_file(name))
+    return {str(module_file(n).relative_to(ROOT)) for n in seen if not n.endswith("__init__")}
+
+
+def test_the_import_reader_follows_function_local_and_transitive_imports():
+    # train imports schedules only inside functions, and model imports params at the top
+    assert {"tasks/schedules.py", "tasks/model.py", "tasks/params.py"} <= closure("tasks.train")
+    assert "tasks/train.py" not in closure("tasks.predict")
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_stage_deps_list_every_module_its_command_imports(stage):
+    spec = STAGES[stage]
+    cmd = spec["cmd"] if isinstance(spec["cmd"], str) else " ".join(spec["cmd"])
+    modules = re.findall(r"python -m ([\w.]+)", cmd)
+    assert modules, f"stage {stage}: no `python -m <module>` in its cmd {cmd!r}"
+    needed = set().union(*(closure(m) for m in modules))
+    deps = {d if isinstance(d, str) else next(iter(d)) for d in spec["deps"]}
+    assert needed - deps == set(), f"stage {stage}: imports missing from its deps"
