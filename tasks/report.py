@@ -34,8 +34,9 @@ def render() -> str:
     else:
         rows.append(["test accuracy", "no answer key (Kaggle's files)"])
     rows += [["preset", train["preset"]], ["epochs (best)", f"{train['epochs']} ({train['best_epoch']})"],
-             ["training time", f"{train['train_seconds']} s, {train['images_per_second']} images/s"],
-             ["device", train["device"]]]
+             ["training time", f"{train['train_seconds']} s of epochs ({train.get('stage_seconds', '?')} s for the "
+                               f"whole stage), {train['train_cpu_seconds']} CPU s, {train['images_per_second']} images/s"],
+             ["device", train["device"]], ["machine", train.get("machine", "not recorded")]]
     parts += ["## Summary", "", table(["metric", "value"], rows), ""]
     per = ev["per_class"]
     parts += ["## Per-class report (validation)", "", table(

@@ -131,7 +131,9 @@ def test_score_names_the_file_when_ids_do_not_match_the_key(tmp_path):
 def write_run_metrics(score_metrics=None, baselines=None):
     """Hand-made metrics of a run, where the stages write them (relative to the working directory)."""
     write_json(paths.TRAIN_METRICS, {"preset": "quick", "epochs": 12, "best_epoch": 11, "train_seconds": 250.0,
-                                     "images_per_second": 2600.5, "device": "device: CPU", "train_images": 54000})
+                                     "stage_seconds": 271.5, "train_cpu_seconds": 480.2, "images_per_second": 2600.5,
+                                     "device": "device: CPU", "machine": "2 CPU cores, AMD EPYC, AVX2",
+                                     "train_images": 54000})
     classes = [str(c) for c in range(10)]
     write_json(paths.EVALUATE_METRICS, {
         "accuracy": 0.9952, "errors": 29, "n": 6000, "loss": 0.0171, "macro_f1": 0.9951,
@@ -168,6 +170,8 @@ def test_report_with_answer_key_and_baselines(tmp_path, monkeypatch):
     t = tables(text)
     assert ["**test accuracy (answer key)**", "**0.9957** (43 errors of 10000)"] in t["Summary"]
     assert ["validation errors", "29 of 6000"] in t["Summary"] and ["epochs (best)", "12 (11)"] in t["Summary"]
+    assert ["machine", "2 CPU cores, AMD EPYC, AVX2"] in t["Summary"]
+    assert ["training time", "250.0 s of epochs (271.5 s for the whole stage), 480.2 CPU s, 2600.5 images/s"] in t["Summary"]
     assert len(t["Per-class report (validation)"]) == 11
     assert t["Per-class report (validation)"][4] == ["3", "0.9900", "0.9800", "0.9850", "600", "0.99999", "0.99990"]
     baselines = t["Baselines (same split)"]
