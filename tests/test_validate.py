@@ -2,6 +2,8 @@
 import subprocess
 import sys
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from conftest import ROOT, kaggle_frame
@@ -169,3 +171,73 @@ def test_stage_exits_65_with_message_and_a_complete_report(tmp_path):
     assert '"success": false' in (report / "validation" / "train.json").read_text()
     assert '"success": true' in (report / "validation" / "test.json").read_text()
     assert (report / "validation" / "docs" / "index.html").stat().st_size > 0
+
+
+# Streaming: the file is read in batches; counts and row numbers must be those of the whole file.
+
+def test_streamed_profile_equals_the_whole_file_profile(tmp_path):
+    frame = kaggle_frame(23).astype({"label": object, "pixel3": object, "pixel4": float, "pixel5": float})
+    frame.loc[1, "pixel10"] = 256                         # first batch
+    frame.loc[[5, 6], ["pixel3", "pixel4"]] = [["abc", 1.5], ["7", 2.0]]   # second batch of 5
+    frame.loc[6, "pixel5"] = None
+    frame.loc[[7, 9, 12, 15, 18, 21], "pixel20"] = -1     # more rows than quoted, over four batches
+    frame.loc[22, ["label", "pixel10"]] = [12, 300]       # the last row, alone in the last batch
+    frame.loc[5, "label"] = "x"
+    path = write(tmp_path / "train.csv", frame)
+    whole = validate.scan(path, validate.TRAIN, batch_rows=1000)
+    prof = whole.profile.set_index("column")
+    assert (whole.rows, whole.columns) == (23, list(frame.columns))
+    assert prof.loc["pixel10", ["out_of_range", "out_of_range_rows"]].tolist() == [2, [2, 23]]
+    assert prof.loc["pixel20", ["out_of_range", "out_of_range_rows"]].tolist() == [6, [8, 10, 13, 16, 19]]
+    assert prof.loc["pixel3", ["not_numeric", "not_numeric_rows"]].tolist() == [1, [6]]
+    assert prof.loc["pixel4", ["not_integer", "not_integer_rows"]].tolist() == [1, [6]]
+    assert prof.loc["pixel5", ["missing", "missing_rows"]].tolist() == [1, [7]]
+    assert prof.loc["label", ["not_numeric", "out_of_range", "out_of_range_rows"]].tolist() == [1, 1, [23]]
+    assert prof.drop(["pixel3", "pixel4", "pixel5", "pixel10", "pixel20", "label"])[list(validate.DEFECTS)].eq(0).all().all()
+    for batch_rows in (1, 5, 11, 22):
+        streamed = validate.scan(path, validate.TRAIN, batch_rows=batch_rows)
+        pd.testing.assert_frame_equal(streamed.profile, whole.profile)
+        assert streamed.rows == 23 and streamed.columns == whole.columns
+
+
+def test_messages_are_the_same_whatever_the_batch_size(tmp_path, monkeypatch):
+    frame = kaggle_frame(20).astype({"label": float, "pixel4": float})
+    frame.loc[[4, 17], "label"] = [np.nan, 10]
+    frame.loc[[1, 13, 19], "pixel10"] = [256, -1, 999]
+    frame.loc[0, [f"pixel{i}" for i in range(100, 115)]] = 300
+    frame.loc[[6, 18], "pixel4"] = [0.5, 2.5]
+    whole = check(tmp_path, train=frame)
+    monkeypatch.setattr(validate, "BATCH_ROWS", 3)
+    assert check(tmp_path, train=frame) == whole
+    failures = [l[4:] for l in whole.splitlines() if l.startswith("  - ")]
+    assert failures[:4] == ["column label: 1 value missing (rows 5)",
+                            "column label: 1 value outside the integers 0..9 (rows 18)",
+                            "column pixel4: 2 values non-integer (rows 7, 19)",
+                            "column pixel10: 3 values outside 0..255 (rows 2, 14, 20)"]
+    assert failures[12:] == ["... and 7 more columns with values outside 0..255"]
+
+
+def field_error(path, batch_rows):
+    with pytest.raises(DataError) as err:
+        validate.scan(path, validate.TRAIN, batch_rows=batch_rows)
+    return str(err.value)
+
+
+def test_short_and_long_rows_in_a_later_batch_keep_their_global_row_numbers(tmp_path):
+    lines = kaggle_frame(12).to_csv(index=False).splitlines()
+    lines[2] = lines[2].rsplit(",", 1)[0] + ","        # row 2 ends with an empty field: not short
+    short, long_ = list(lines), list(lines)
+    short[8] = ",".join(short[8].split(",")[:300])      # row 8, in the third batch of 3
+    long_[11] += ",7"                                  # row 11, in the last batch
+    (tmp_path / "short.csv").write_text("\n".join(short) + "\n")
+    (tmp_path / "long.csv").write_text("\n".join(long_) + "\n")
+    for batch_rows in (3, 1000):
+        assert field_error(tmp_path / "short.csv", batch_rows) == \
+            f"{tmp_path / 'short.csv'}: row 8 (line 9) has 300 fields, the header has 785"
+        assert field_error(tmp_path / "long.csv", batch_rows) == \
+            f"{tmp_path / 'long.csv'}: row 11 (line 12) has 786 fields, the header has 785"
+    # both: the long row wins wherever it is, as when the file was read whole
+    short[11] += ",7"
+    (tmp_path / "both.csv").write_text("\n".join(short) + "\n")
+    assert field_error(tmp_path / "both.csv", 3) == field_error(tmp_path / "both.csv", 1000) == \
+        f"{tmp_path / 'both.csv'}: row 11 (line 12) has 786 fields, the header has 785"
