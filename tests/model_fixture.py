@@ -1,0 +1,116 @@
+"""Fixtures of the recognizer's tests: a small real model and the real server command.
+
+A fresh clone has no models/model.keras (no DVC cache), so the recognizer, API and browser tests
+train their own model once per session: the pipeline's network (tasks.model.build, the `quick`
+preset's augmentation) shrunk to 16/32 filters, a 64-unit dense layer and no batch norm (its
+moving averages need more steps than this has), 3 epochs on 10,000 real MNIST training images:
+about 97% on 1,000 others, enough that drawn 1s and 0s are recognised. Import the fixtures a test
+module uses:
+
+    from model_fixture import digit_model, predictor, server_url  # noqa: F401
+
+Each importing module gets its own copy of a fixture, so what they build is memoised here:
+the model is trained and the server started once per session whichever module asks first.
+"""
+import dataclasses
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import ROOT
+from tasks import params
+
+TRAIN_IMAGES, VAL_IMAGES = 10_000, 1_000
+_MEMO: dict = {}
+
+
+def train_small_model(mnist, folder: Path) -> Path:
+    import keras
+
+    from tasks import model as model_mod
+    quick = params.load(ROOT / "params.yaml").train.presets["quick"]
+    arch = dataclasses.replace(quick.arch, widths=(16, 32), dense=64, batch_norm=False)
+    x, y = mnist[0].reshape(-1, 28, 28, 1), mnist[1]
+    keras.utils.set_random_seed(0)
+    model = model_mod.build(arch, quick.augment, seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"], steps_per_execution=16)
+    model.fit(x[:TRAIN_IMAGES], y[:TRAIN_IMAGES], batch_size=32, epochs=3, verbose=0)
+    val = slice(TRAIN_IMAGES, TRAIN_IMAGES + VAL_IMAGES)
+    accuracy = model.evaluate(x[val], y[val], verbose=0, return_dict=True)["accuracy"]
+    assert accuracy >= 0.95, f"the test model is too weak: {accuracy:.3f} on {VAL_IMAGES:,} images"
+    model.save(folder / "model.keras")
+    return folder / "model.keras"
+
+
+@pytest.fixture(scope="session")
+def digit_model(mnist, tmp_path_factory) -> Path:
+    """Path of the session's small trained model (.keras)."""
+    if "model" not in _MEMO:
+        try:
+            _MEMO["model"] = train_small_model(mnist, tmp_path_factory.mktemp("digit-model"))
+        except Exception as e:          # every test that needs it fails with this, none retrains
+            _MEMO["model"] = e
+    if isinstance(_MEMO["model"], Exception):
+        raise _MEMO["model"]
+    return _MEMO["model"]
+
+
+@pytest.fixture(scope="session")
+def predictor(digit_model):
+    """tasks.recognize.load_predictor on the session's model, loaded once."""
+    if "predictor" not in _MEMO:
+        from tasks.recognize import load_predictor
+        _MEMO["predictor"] = load_predictor(digit_model)
+    return _MEMO["predictor"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model: Path, timeout: float = 120.0):
+    """`python -m app.server --host 127.0.0.1 --port P --model M`, the documented command, started
+    and waited for until /health answers; returns (process, base URL)."""
+    port = free_port()
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "app.server", "--host", "127.0.0.1", "--port", str(port),
+                             "--model", str(model), "--log-level", "warning"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"python -m app.server exited {proc.returncode}:\n{proc.stdout.read()}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError(f"python -m app.server did not answer /health within {timeout:.0f} s")
+
+
+@pytest.fixture(scope="session")
+def server_url(digit_model):
+    """Base URL of the real server (uvicorn, its own process) serving the session's model."""
+    if "server" not in _MEMO:
+        proc, url = start_server(digit_model)
+        _MEMO["server"] = (proc, url)
+        yield url
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    else:
+        yield _MEMO["server"][1]

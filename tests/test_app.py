@@ -1,0 +1,139 @@
+"""The HTTP API against the real app: predictions, the page's files, and every bad input -> its 4xx
+with a JSON message (in-process with TestClient, and over HTTP against `python -m app.server`)."""
+import base64
+import io
+import re
+import warnings
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+with warnings.catch_warnings():     # starlette suggests httpx2; httpx 0.28 is the tested, pinned client
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+from app.server import MAX_UPLOAD, STATIC, create_app
+from model_fixture import digit_model, predictor, server_url  # noqa: F401
+from tasks import render
+from tasks.io import sha256
+from tasks.preprocess import open_image, to_mnist
+
+
+@pytest.fixture(scope="module")
+def client(predictor):
+    with TestClient(create_app(predictor)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def digit(mnist, predictor):
+    """(canvas-export PNG bytes, label, 28 x 28 original) of a test image the model gets right."""
+    x, y = mnist[2].reshape(-1, 28, 28), mnist[3]
+    i = int(np.flatnonzero(predictor(x[:50]).argmax(axis=1) == y[:50])[0])
+    return render.render(x[i], "rgba", np.random.default_rng(0)), int(y[i]), x[i]
+
+
+def png(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_health_names_the_model_and_its_hash(client, digit_model):
+    body = client.get("/health").json()
+    assert body == {"status": "ok", "model": str(digit_model), "sha256": sha256(digit_model),
+                    "bytes": digit_model.stat().st_size}
+
+
+def test_an_uploaded_drawing_is_recognised(client, digit, predictor):
+    data, label, _ = digit
+    r = client.post("/predict", files={"file": ("drawing.png", data, "image/png")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) == {"digit", "confidence", "probabilities", "preprocessed"}
+    assert body["digit"] == label and len(body["probabilities"]) == 10
+    assert abs(sum(body["probabilities"]) - 1) < 1e-4 and body["confidence"] == max(body["probabilities"])
+    head, b64 = body["preprocessed"].split(",", 1)
+    assert head == "data:image/png;base64"
+    seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))))
+    assert np.array_equal(seen, to_mnist(open_image(data)))
+    assert np.allclose(body["probabilities"], predictor(seen[None])[0], atol=1e-6)
+
+
+def test_pixels_as_json_are_recognised(client, digit):
+    _, label, original = digit
+    r = client.post("/predict", json={"pixels": original.ravel().tolist()})
+    assert r.status_code == 200, r.text
+    assert r.json()["digit"] == label
+
+
+BAD = {
+    "not an image": (dict(files={"file": ("x.png", b"plain text, not a PNG", "image/png")}), 400, "not an image"),
+    "corrupt image": (dict(files={"file": ("x.png", png(Image.new("L", (64, 64), 255))[:70], "image/png")}),
+                      400, "cannot decode"),
+    "empty file": (dict(files={"file": ("x.png", b"", "image/png")}), 400, "is empty"),
+    "empty drawing": (dict(files={"file": ("x.png", png(Image.new("RGBA", (280, 280), (0, 0, 0, 0))),
+                                           "image/png")}), 422, "no ink"),
+    "over the size limit": (dict(files={"file": ("x.png", b"\0" * (MAX_UPLOAD + 1), "image/png")}),
+                            413, "at most 5 MB"),
+    "no file in the form": (dict(data={"name": "seven"}, files={"other": (None, "x")}), 422, "no file"),
+    "too few pixels": (dict(json={"pixels": [0] * 783}), 422, "784 integers"),
+    "too many pixels": (dict(json={"pixels": [0] * 785}), 422, "784 integers"),
+    "pixel over 255": (dict(json={"pixels": [0] * 783 + [256]}), 422, "0..255"),
+    "negative pixel": (dict(json={"pixels": [-3] + [0] * 783}), 422, "0..255"),
+    "fractional pixel": (dict(json={"pixels": [0.5] * 784}), 422, "integers"),
+    "pixels not a list": (dict(json={"pixels": "0" * 784}), 422, "list"),
+    "JSON without pixels": (dict(json={"image": []}), 422, '{"pixels"'),
+    "malformed JSON": (dict(content=b'{"pixels": [1, 2', headers={"content-type": "application/json"}),
+                       400, "not valid JSON"),
+    "wrong content type": (dict(content=b"\x89PNG...", headers={"content-type": "image/png"}), 415,
+                           "unsupported content type image/png"),
+    "no content type": (dict(content=b"x"), 415, "unsupported content type"),
+    "multipart without boundary": (dict(content=b"--x--", headers={"content-type": "multipart/form-data"}),
+                                   400, "multipart"),
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_input_gets_its_4xx_and_a_json_message(client, case):
+    kwargs, status, message = BAD[case]
+    r = client.post("/predict", **kwargs)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/json" and message in r.json()["detail"]
+
+
+def test_an_upload_declared_too_large_is_refused_before_reading(client):
+    r = client.post("/predict", content=b"x", headers={"content-type": "multipart/form-data; boundary=b",
+                                                        "content-length": str(50 * 1024 * 1024)})
+    assert r.status_code == 413 and "at most 5 MB" in r.json()["detail"]
+
+
+def test_a_chunked_upload_is_cut_off_at_the_limit(client):
+    chunks = (b"\0" * 65536 for _ in range(100))                   # 6.25 MB, no content-length
+    r = client.post("/predict", content=chunks, headers={"content-type": "multipart/form-data; boundary=b"})
+    assert r.status_code == 413 and "at most 5 MB" in r.json()["detail"]
+
+
+def test_the_page_and_its_script_are_served_with_nothing_from_elsewhere(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert '<canvas id="pad"' in page.text and 'id="clear"' in page.text
+    for name in ("app.js", "style.css"):
+        r = client.get(f"/static/{name}")
+        assert r.status_code == 200 and len(r.text) > 100
+    for f in STATIC.iterdir():                                   # offline: no CDN, no remote fonts
+        assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", f.read_text()), f.name
+
+
+def test_the_real_server_survives_bad_input(server_url, digit):
+    data, label, _ = digit
+    with httpx.Client(base_url=server_url, timeout=30) as http:
+        for case in ("not an image", "over the size limit", "empty drawing", "wrong content type", "too few pixels"):
+            kwargs, status, message = BAD[case]
+            r = http.post("/predict", **kwargs)
+            assert r.status_code == status and message in r.json()["detail"], case
+        r = http.post("/predict", files={"file": ("d.png", data, "image/png")})
+        assert r.status_code == 200 and r.json()["digit"] == label
+        assert http.get("/health").json()["status"] == "ok"
