@@ -37,6 +37,14 @@ def popen(args: list, cwd, **kwargs) -> subprocess.Popen:
     return subprocess.Popen(args, cwd=cwd, env=_env(), **kwargs)
 
 
+def dvc(repo_dir: Path, *args) -> str:
+    """Run one DVC command in `repo_dir`; its stdout, or StageFailed with all its output."""
+    proc = run(dvc_cmd(*args), repo_dir, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise StageFailed(f"dvc {' '.join(args)} failed in {repo_dir}:\n{proc.stdout}{proc.stderr}")
+    return proc.stdout
+
+
 def stage_order(repo_dir: Path) -> list[str]:
     """The pipeline's stages in an order DVC would run them (dependencies first)."""
     from dvc.repo import Repo
@@ -104,23 +112,18 @@ def overridden_params(repo_dir: Path, overrides: dict):
 def save_experiment(repo_dir: Path, name: str, log) -> None:
     """Record the workspace as the DVC experiment `name` (params, dvc.lock, metrics, plots), then
     share it: outputs to the default DVC remote and the experiment to the git remote, where set."""
-    def dvc(*args):
-        proc = run(dvc_cmd(*args), repo_dir, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise StageFailed(f"dvc {' '.join(args)} failed:\n{proc.stdout}{proc.stderr}")
-        return proc.stdout
     # `exp save` leaves out git-tracked outputs that git does not know yet (the first run's metrics)
     untracked = [arg for path in git_tracked_outputs(repo_dir) if (Path(repo_dir) / path).exists()
                  for arg in ("-I", path)]
-    dvc("exp", "save", "--force", "-n", name, "-m", f"Prefect flow run {name}", *untracked)
+    dvc(repo_dir, "exp", "save", "--force", "-n", name, "-m", f"Prefect flow run {name}", *untracked)
     log(f"saved as DVC experiment {name}")
-    if dvc("remote", "list").strip():
-        dvc("push")
+    if dvc(repo_dir, "remote", "list").strip():
+        dvc(repo_dir, "push")
         log("outputs pushed to the DVC remote")
     git_remotes = run(["git", "remote"], repo_dir, capture_output=True, text=True).stdout.split()
     if git_remotes:
         remote = "origin" if "origin" in git_remotes else git_remotes[0]
-        dvc("exp", "push", "--no-cache", remote, name)
+        dvc(repo_dir, "exp", "push", "--no-cache", remote, name)
         log(f"experiment {name} pushed to git remote {remote}")
 
 

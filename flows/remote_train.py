@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows import dvc_ops
+from flows.dvc_ops import dvc
 from tasks import paths
 
 STAGE = "train"
@@ -41,12 +42,6 @@ def merge_lock_entry(repo: Path, stage: str, entry: dict) -> None:
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     lock["stages"][stage] = entry
     (repo / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
-
-
-def dvc(repo: Path, *args) -> None:
-    proc = dvc_ops.run(dvc_ops.dvc_cmd(*args), repo, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise dvc_ops.StageFailed(f"dvc {' '.join(args)} failed in {repo}:\n{proc.stdout}{proc.stderr}")
 
 
 @flow(name="digits-train-remote", log_prints=True)
