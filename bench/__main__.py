@@ -14,7 +14,6 @@ Prints one table per part. Speed targets live here, not in tests:
 """
 import argparse
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -22,21 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import machine, table
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = 0.994
-
-
-def table(title: str, header: list, rows: list) -> None:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    print(f"\n{title}\n" + fmt.format(*header) + "\n" + fmt.format(*("-" * w for w in widths)))
-    for row in rows:
-        print(fmt.format(*row))
-
-
-def machine() -> str:
-    from tasks.machine import describe
-    return f"{describe()['summary']}, Python {platform.python_version()}"
 
 
 def bench_data() -> None:

@@ -12,7 +12,6 @@ Every table names the machine (tasks/machine.py). Needs a trained model (`make r
 """
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -22,21 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import machine, table
+
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("deskew", "latency", "throughput", "cli")
-
-
-def table(title: str, header: list, rows: list) -> None:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    print(f"\n{title}\n" + fmt.format(*header) + "\n" + fmt.format(*("-" * w for w in widths)), flush=True)
-    for row in rows:
-        print(fmt.format(*row), flush=True)
-
-
-def machine() -> str:
-    from tasks.machine import describe
-    return f"{describe()['summary']}, Python {platform.python_version()}"
 
 
 def drawn_digit() -> bytes:
