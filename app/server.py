@@ -2,7 +2,7 @@
 
 The model is loaded once, at start. Endpoints:
   GET  /         the drawing page (app/static: plain HTML and JavaScript, nothing from a CDN)
-  GET  /health   {"status", "model", "sha256", "bytes"}: which model file answers
+  GET  /health   {"status", "models", "tta", "sha256", "bytes"}: which model files answer
   POST /predict  an image upload (multipart/form-data, field "file", at most 5 MB) or JSON
                  {"pixels": [784 integers 0..255]} -> {"digit", "confidence", "probabilities",
                  "preprocessed"} (the 28 x 28 image the model saw, as a PNG data URL)
@@ -99,8 +99,8 @@ def create_app(predictor) -> FastAPI:
 
     @app.get("/health")
     def health():
-        return {"status": "ok", "model": str(predictor.path), "sha256": predictor.sha256,
-                "bytes": predictor.path.stat().st_size if predictor.path.exists() else None}
+        return {"status": "ok", "models": [str(f) for f in predictor.files.values()], "tta": list(predictor.tta),
+                "sha256": predictor.sha256, "bytes": sum(f.stat().st_size for f in predictor.files.values())}
 
     @app.post("/predict")
     async def predict(request: Request):
@@ -129,14 +129,15 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m app.server", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--model", type=Path, default=paths.MODEL, help=f"default {paths.MODEL}")
+    parser.add_argument("--model", type=Path, action="append", metavar="FILE",
+                        help="a .keras model; repeat to average several (default: the ensemble of params.yaml)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     args = parser.parse_args(argv)
     try:
         predictor = load_predictor(args.model)
     except FileNotFoundError as e:
         raise SystemExit(f"error: {e}")
-    print(f"model {predictor.path} (sha256 {predictor.sha256[:12]}); the drawing page: "
+    print(f"models {', '.join(map(str, predictor.files.values()))} (sha256 {predictor.sha256[:12]}); the drawing page: "
           f"http://{args.host}:{args.port}/", flush=True)
     uvicorn.run(create_app(predictor), host=args.host, port=args.port, log_level=args.log_level)
 

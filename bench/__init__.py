@@ -1,5 +1,8 @@
 """Benchmarks: `python -m bench` (the pipeline's stages) and `python -m bench.serve` (the recognizer)."""
 import platform
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]      # the repository; every benchmark runs from here
 
 
 def table(title: str, header: list, rows: list) -> None:

@@ -8,7 +8,7 @@ Prints one table per part. Speed targets live here, not in tests:
            4 GB of free disk for the generated files, deleted afterwards
   train    `quick` against `seed001` on the same split and machine: images/s and the time each
            first reaches 99.4% validation accuracy (seed001 capped at --seed001-epochs)
-  predict  28,000 test images (Kaggle's test size) through models/model.keras
+  predict  28,000 test images (Kaggle's test size) through the ensemble of params.yaml
   baselines  the scikit-learn models with default params, per model and in total
   noop     `dvc repro` of this workspace when DVC finds every stage up to date (after `make repro`)
 """
@@ -21,9 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import machine, table
+from bench import ROOT, machine, table
 
-ROOT = Path(__file__).resolve().parents[1]
 TARGET = 0.994
 
 
@@ -166,18 +165,19 @@ def bench_train(seed001_epochs: int) -> None:
 def bench_predict() -> None:
     import numpy as np
     import pandas as pd
-    from tasks import model as model_mod
-    from tasks import paths, predict
+    from tasks import ensemble, params, paths, predict
+    p = params.load(ROOT / "params.yaml")
     t0 = time.perf_counter()
-    model = model_mod.load(ROOT / paths.MODEL)
+    models = ensemble.load(ensemble.model_files(p.ensemble.members))   # main() made ROOT the cwd
     load = time.perf_counter() - t0
     test = pd.read_parquet(ROOT / paths.TEST_PARQUET)
     frame = pd.concat([test] * int(np.ceil(28_000 / len(test))))[:28_000]
-    predict.predict(model, frame[:1024])                  # first call builds the graph
+    predict.predict(models, frame[:1024], p.ensemble.tta)   # first call builds the graph
     t0 = time.perf_counter()
-    predict.predict(model, frame)
+    predict.predict(models, frame, p.ensemble.tta)
     dt = time.perf_counter() - t0
-    table(f"Predict ({machine()})", ["images", "load model s", "predict s", "images/s"],
+    table(f"Predict, {len(models)} member(s), TTA {list(p.ensemble.tta)} ({machine()})",
+          ["images", "load models s", "predict s", "images/s"],
           [[f"{len(frame):,}", f"{load:.2f}", f"{dt:.2f}", f"{len(frame) / dt:,.0f}"]])
 
 

@@ -1,4 +1,4 @@
-"""Benchmarks of the recognizer: python -m bench.serve [--only deskew,latency,throughput,cli] [--model PATH]
+"""Benchmarks of the recognizer: python -m bench.serve [--only deskew,latency,throughput,cli] [--model FILE ...]
 
   deskew      validation split accuracy of the model on the 28 x 28 images as stored, after the
               shared preprocessing, and after it with --deskew; then on the same images rendered
@@ -21,9 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import machine, table
+from bench import ROOT, machine, table
 
-ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("deskew", "latency", "throughput", "cli")
 
 
@@ -43,6 +42,11 @@ def drawn_digit() -> bytes:
 def percentiles(seconds: list) -> tuple:
     p50, p95 = np.percentile(np.array(seconds) * 1000, [50, 95])
     return f"{p50:.1f}", f"{p95:.1f}"
+
+
+def model_args(models) -> list:
+    """`--model FILE` for each file given; none: the commands use the ensemble of params.yaml."""
+    return [arg for m in models or [] for arg in ("--model", str(m))]
 
 
 def bench_deskew(model_path: Path, photos: int) -> None:
@@ -67,7 +71,7 @@ def bench_deskew(model_path: Path, photos: int) -> None:
         pre = [preprocess.to_mnist(f, deskew=deskew) for f in files]
         rows.append([f"rendered as photos/canvases{', deskew' if deskew else ''}", f"{len(pick):,}",
                      f"{acc(pre, y[pick]):.2%}"])
-    table(f"Validation accuracy of {model_path} with and without deskew ({machine()})",
+    table(f"Validation accuracy of {model_path or 'the ensemble'} with and without deskew ({machine()})",
           ["input", "images", "accuracy"], rows)
 
 
@@ -84,8 +88,8 @@ class Server:
 
     def __enter__(self):
         import httpx
-        self.proc = subprocess.Popen([sys.executable, "-m", "app.server", "--port", str(self.port), "--model",
-                                      str(self.model_path), "--log-level", "warning"], cwd=ROOT,
+        self.proc = subprocess.Popen([sys.executable, "-m", "app.server", "--port", str(self.port), *model_args(self.model_path),
+                                      "--log-level", "warning"], cwd=ROOT,
                                      stdout=subprocess.DEVNULL, env=os.environ | {"PYTHONPATH": str(ROOT)})
         for _ in range(600):
             if self.proc.poll() is not None:
@@ -155,8 +159,8 @@ def bench_cli(model_path: Path, n: int) -> None:
         rows = []
         for what, target in (("1 image (start-up)", folder / "00000.jpg"), (f"{n:,} images", folder)):
             t0 = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-m", "tasks.recognize", str(target), "--json", "--model",
-                                   str(model_path)], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+            proc = subprocess.run([sys.executable, "-m", "tasks.recognize", str(target), "--json",
+                                   *model_args(model_path)], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
             wall = time.perf_counter() - t0
             count = len(proc.stdout.splitlines())
             rows.append([what, f"{wall:.1f}", f"{count / wall:,.0f}" if count > 1 else ""])
@@ -171,10 +175,10 @@ def bench_cli(model_path: Path, n: int) -> None:
 
 
 def main() -> None:
-    from tasks import paths
     ap = argparse.ArgumentParser(prog="python -m bench.serve", description=__doc__.splitlines()[0])
     ap.add_argument("--only", default=",".join(PARTS), help="comma-separated parts (default: all)")
-    ap.add_argument("--model", type=Path, default=ROOT / paths.MODEL)
+    ap.add_argument("--model", type=Path, action="append", metavar="FILE",
+                    help="a .keras model; repeat to average several (default: the ensemble of params.yaml)")
     ap.add_argument("--requests", type=int, default=400, help="requests per server part (default 400)")
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--images", type=int, default=1000, help="images for the CLI part (default 1,000)")
@@ -184,10 +188,13 @@ def main() -> None:
     unknown = set(parts) - set(PARTS)
     if unknown:
         ap.error(f"unknown part(s) {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}")
-    if not args.model.exists():
-        raise SystemExit(f"{args.model}: no model; run `make repro` first (or pass --model)")
     os.chdir(ROOT)
-    print(f"machine: {machine()}; model: {args.model}")
+    from tasks.recognize import load_predictor
+    try:
+        load_predictor(args.model)      # fails early, naming the missing model file
+    except FileNotFoundError as e:
+        raise SystemExit(f"{e}; run `make repro` first (or pass --model)")
+    print(f"machine: {machine()}; model: {args.model or 'the ensemble of params.yaml'}")
     if "deskew" in parts:
         bench_deskew(args.model, args.photos)
     if "latency" in parts or "throughput" in parts:

@@ -20,7 +20,9 @@ class BadData(StageFailed):
 
 
 def dvc_cmd(*args) -> list:
-    return [sys.executable, "-m", "dvc", *args]
+    """A DVC command line; it waits for the repository lock rather than failing when concurrent
+    members of one flow run take it (their `dvc commit`, `dvc pull`) at the same moment."""
+    return [sys.executable, "-m", "dvc", "--wait-for-lock", *args]
 
 
 def _env() -> dict:
@@ -68,9 +70,24 @@ def is_stale(repo_dir: Path, stage: str) -> bool:
     return bool(yaml.safe_load(out or "{}"))
 
 
-def repro_stage(repo_dir: Path, stage: str, force: bool, log) -> None:
-    """`dvc repro --single-item` one stage, streaming its output line by line to `log`."""
-    cmd = dvc_cmd("repro", "--single-item", *(["--force"] if force else []), stage)
+def stage_command(repo_dir: Path, stage: str) -> str:
+    """The shell command of `stage` as dvc.yaml resolves it (foreach stages included)."""
+    from dvc.repo import Repo
+    with Repo(str(repo_dir)) as repo:
+        return repo.stage.collect(stage)[0].cmd
+
+
+def repro_stage(repo_dir: Path, stage: str, force: bool, log, outside_lock: bool = False) -> None:
+    """`dvc repro --single-item` one stage, streaming its output line by line to `log`.
+
+    outside_lock: run the stage's command without DVC, then record its outputs with `dvc commit`
+    (a second `dvc repro` would wait for the first one's repository lock for the whole training):
+    so several members train in one clone at once. Not for a stage with non-persistent outputs
+    that a run must start without, which the train stages do not have."""
+    if outside_lock:
+        cmd = ["sh", "-c", stage_command(repo_dir, stage)]
+    else:
+        cmd = dvc_cmd("repro", "--single-item", *(["--force"] if force else []), stage)
     proc = popen(cmd, repo_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     tail = []
     for line in proc.stdout:
@@ -80,8 +97,10 @@ def repro_stage(repo_dir: Path, stage: str, force: bool, log) -> None:
             tail = (tail + [line])[-30:]
     if proc.wait() != 0:
         text = "\n".join(tail)
-        error = BadData if f"exited with {DATA_ERROR}" in text else StageFailed
-        raise error(f"stage {stage} failed:\n{text}")
+        bad = f"exited with {DATA_ERROR}" in text or (outside_lock and proc.returncode == DATA_ERROR)
+        raise (BadData if bad else StageFailed)(f"stage {stage} failed:\n{text}")
+    if outside_lock:
+        dvc(repo_dir, "commit", "--force", stage)
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ A run that changed anything is saved as a DVC experiment named after the flow ru
     python -m flows.pipeline --set train.presets.quick.epochs=3 --stages ingest validate
 """
 import argparse
+import itertools
 import json
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Literal
 import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.futures import as_completed
 from prefect.runtime import flow_run as current_flow_run
 from prefect.states import Completed
 
@@ -36,19 +38,43 @@ def _retry_unless_bad_data(task, task_run, state) -> bool:
 
 @task(name="dvc-stage", task_run_name="{stage}", retries=2, retry_delay_seconds=10, retry_jitter_factor=0.5,
       retry_condition_fn=_retry_unless_bad_data)
-def run_stage(repo_dir: str, stage: str, force: bool = False, train_deployment: str | None = None):
+def run_stage(repo_dir: str, stage: str, force: bool = False, train_deployment: str | None = None,
+              outside_lock: bool = False):
     """Run one DVC stage if DVC finds it stale (or force); report it as Skipped otherwise.
-    With `train_deployment`, the train stage runs there (a GPU worker) instead of here."""
+    With `train_deployment`, a train@<member> stage runs there (a GPU worker) instead of here;
+    `outside_lock` runs it here beside other members (see dvc_ops.repro_stage)."""
     log = get_run_logger()
     if not force and not dvc_ops.is_stale(Path(repo_dir), stage):
         log.info("stage %s is up to date: skipped", stage)
         return Completed(name="Skipped", message=f"{stage}: up to date")
     t0 = time.perf_counter()
-    if stage == remote_train.STAGE and train_deployment:
-        remote_train.dispatch(Path(repo_dir), train_deployment, log.info)
+    if is_member(stage) and train_deployment:
+        remote_train.dispatch(Path(repo_dir), train_deployment, stage, log.info)
     else:
-        dvc_ops.repro_stage(Path(repo_dir), stage, force, log.info)
+        dvc_ops.repro_stage(Path(repo_dir), stage, force, log.info, outside_lock=outside_lock and is_member(stage))
     return {"stage": stage, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def is_member(stage: str) -> bool:
+    return stage.startswith(remote_train.STAGE + "@")
+
+
+def train_members(runner, repo: str, members: list, force: bool, deployment: str | None, limit: int) -> dict:
+    """Run the train@<member> stages concurrently: all at once on the work pool (each its own
+    flow run of the train deployment), at most `limit` at a time here. Returns {stage: state};
+    a failed member does not stop the others, whose models are kept."""
+    limit = len(members) if deployment else max(1, limit)
+    waiting, running, states = iter(members), {}, {}
+    submit = lambda stage: runner.submit(repo, stage, force, deployment, outside_lock=limit > 1)
+    for stage in itertools.islice(waiting, limit):
+        running[submit(stage)] = stage
+    while running:
+        done = next(as_completed(list(running)))
+        states[running.pop(done)] = done.state
+        following = next(waiting, None)
+        if following:
+            running[submit(following)] = following
+    return states
 
 
 def _load(repo: Path, path: Path):
@@ -58,10 +84,14 @@ def _load(repo: Path, path: Path):
 
 def publish_artifacts(repo: Path, statuses: dict, experiment: str | None) -> None:
     """Prefect artifacts: the run's metrics as a table and a markdown summary."""
-    train, ev, score = (_load(repo, p) or {} for p in (paths.TRAIN_METRICS, paths.EVALUATE_METRICS, paths.SCORE_METRICS))
+    ev, score = (_load(repo, p) or {} for p in (paths.EVALUATE_METRICS, paths.SCORE_METRICS))
+    names = list(ev.get("ensemble", {}).get("members", {}))
+    trained = [_load(repo, paths.member(n).metrics) or {} for n in names]
     row = {"experiment": experiment, "validation_accuracy": ev.get("accuracy"),
-           "test_accuracy": score.get("test_accuracy"), "train_seconds": train.get("train_seconds"),
-           "device": train.get("device"), "machine": train.get("machine"), "preset": train.get("preset")}
+           "test_accuracy": score.get("test_accuracy"), "members": ", ".join(names),
+           "train_seconds": round(sum(m.get("train_seconds", 0) for m in trained), 1),
+           "device": trained[0].get("device") if trained else None,
+           "machine": trained[0].get("machine") if trained else None}
     create_table_artifact(key="digits-metrics", table=[row], description="Metrics of this pipeline run")
     lines = ["# Digit recognizer run", ""]
     if experiment:
@@ -89,31 +119,41 @@ def pipeline(stages: list[str] | None = None, force: bool = False, params: dict 
              retries: int = 2, retry_delay_seconds: float = 10, retry_jitter_factor: float = 0.5,
              train_on: Literal["local", "gpu"] = "local",
              train_deployment: str = "digits-train-remote/train-gpu", repo_dir: str = ".",
-             save_experiment: bool = True) -> dict:
+             save_experiment: bool = True, train_concurrency: int = 1) -> dict:
     """Run the DVC pipeline stage by stage; returns {stage: "Completed" | "Skipped"}.
 
     `params` overrides hold for this run only: params.yaml is as before afterwards. A run that
     changed anything is saved as a DVC experiment named after the flow run (and pushed to the
     remotes that are set), so `dvc exp show` lists scheduled runs and `dvc metrics diff` compares
-    them. train_on="gpu" sends the train stage to `train_deployment` (a worker of the `gpu`
-    pool); the split and the model travel through the DVC remote (`dvc remote add -d ...`)."""
+    them. Ensemble members train side by side: `train_concurrency` at a time in this clone
+    (default 1: on a 2-core machine two trainings at once are slower than one after the other),
+    or with train_on="gpu" each as its own run of `train_deployment` on the `gpu` pool's workers,
+    all at once; the split and the models travel through the DVC remote (`dvc remote add -d`)."""
     repo = Path(repo_dir).resolve()
     log = get_run_logger()
     with dvc_ops.overridden_params(repo, params or {}):
         order = dvc_ops.stage_order(repo)
-        unknown = set(stages or []) - set(order)
+        group = lambda s: s.split("@")[0]           # "train" names every train@<member>
+        unknown = set(stages or []) - set(order) - {group(s) for s in order}
         if unknown:
             raise ValueError(f"unknown stages {sorted(unknown)}; the pipeline has {order}")
-        chosen = [s for s in order if not stages or s in stages]
+        chosen = [s for s in order if not stages or s in stages or group(s) in stages]
         runner = run_stage.with_options(retries=retries, retry_delay_seconds=retry_delay_seconds,
                                         retry_jitter_factor=retry_jitter_factor)
+        deployment = train_deployment if train_on == "gpu" else None
         statuses = {}
         for stage in chosen:
-            state = runner(str(repo), stage, force, train_deployment if train_on == "gpu" else None,
-                           return_state=True)
-            statuses[stage] = state.name
-            if state.is_failed():
-                state.result()                  # raises the stage's own error: the flow fails with it
+            if stage in statuses:
+                continue
+            if is_member(stage):            # every member at once: they depend on the split alone
+                states = train_members(runner, str(repo), [s for s in chosen if is_member(s)], force,
+                                       deployment, train_concurrency)
+            else:
+                states = {stage: runner(str(repo), stage, force, deployment, return_state=True)}
+            statuses |= {s: st.name for s, st in states.items()}
+            for st in states.values():
+                if st.is_failed():
+                    st.result()                 # raises the stage's own error: the flow fails with it
         experiment = None
         if save_experiment and (params or any(st != "Skipped" for st in statuses.values())):
             experiment = current_flow_run.name
@@ -130,11 +170,14 @@ def main(argv=None) -> None:
                     help="param override for this run only, as `dvc exp run -S` takes it, "
                          "e.g. train.presets.quick.epochs=3")
     ap.add_argument("--train-on", choices=["local", "gpu"], default="local",
-                    help="gpu: run the train stage on the `gpu` work pool through the DVC remote")
+                    help="gpu: run each member's train stage on the `gpu` work pool through the DVC remote")
+    ap.add_argument("--train-concurrency", type=int, default=1, metavar="N",
+                    help="members trained at once in this clone (default 1)")
     args = ap.parse_args(argv)
     import yaml
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
-    print(pipeline(stages=args.stages, force=args.force, params=overrides, train_on=args.train_on))
+    print(pipeline(stages=args.stages, force=args.force, params=overrides, train_on=args.train_on,
+                   train_concurrency=args.train_concurrency))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
-"""Stage evaluate: the trained CNN on the validation split -> metrics/evaluate.json and plots.
+"""Stage evaluate: the ensemble on the validation split -> metrics/evaluate.json and plots.
 
-Metrics: accuracy, log loss, macro F1, and per-class precision/recall/F1/support (the
-classification report of seeds 003/004). Plots (PNG, plus CSV for DVC where DVC can draw them):
-confusion matrix, one-vs-rest ROC and precision-recall curves with AUC, the most confidently wrong
-images, the training curves, and the first convolution layers' feature maps for one image.
+Metrics of the ensemble as submitted (its members and the TTA views of params.yaml): accuracy,
+log loss, macro F1, and per-class precision/recall/F1/support (the classification report of seeds
+003/004). Under "ensemble": each member's accuracy, and the ensemble's without and with TTA (with
+the configured views, or all views when none are configured), so the TTA setting is chosen on
+validation. Plots (PNG, plus CSV for DVC where DVC can draw them): confusion matrix, one-vs-rest
+ROC and precision-recall curves with AUC, the most confidently wrong images, every member's
+training curves, and the first member's first-layer feature maps for one image.
 """
 from pathlib import Path
 
@@ -45,15 +48,18 @@ def one_vs_rest(y_true: np.ndarray, probs: np.ndarray):
     return roc, pr
 
 
-def training_curves(live_dir: Path, path: Path) -> None:
-    """Loss, accuracy and learning rate per epoch from DVCLive's files (seeds 001/003)."""
-    read = lambda name: pd.read_csv(live_dir / "plots/metrics" / f"{name}.tsv", sep="\t")
-    panels = {}
-    for metric in ("loss", "accuracy"):
-        panels[metric] = {split: (t["step"] + 1, t[metric]) for split, t in
-                          (("train", read(f"train/{metric}")), ("validation", read(f"eval/{metric}")))}
-    lr = read("train/learning_rate")
-    panels["learning rate"] = {"learning rate": (lr["step"] + 1, lr["learning_rate"])}
+def training_curves(live_dirs: dict, path: Path) -> None:
+    """Loss, accuracy and learning rate per epoch of every member, from DVCLive's files."""
+    panels = {"loss": {}, "accuracy": {}, "learning rate": {}}
+    for name, live in live_dirs.items():
+        read = lambda metric: pd.read_csv(live / "plots/metrics" / f"{metric}.tsv", sep="\t")
+        tag = f"{name} " if len(live_dirs) > 1 else ""
+        for metric in ("loss", "accuracy"):
+            for split, prefix in (("train", "train"), ("validation", "eval")):
+                t = read(f"{prefix}/{metric}")
+                panels[metric][f"{tag}{split}"] = (t["step"] + 1, t[metric])
+        lr = read("train/learning_rate")
+        panels["learning rate"][f"{tag}learning rate"] = (lr["step"] + 1, lr["learning_rate"])
     plots.lines(panels, path, "Training curves")
 
 
@@ -66,13 +72,23 @@ def feature_maps(model, image: np.ndarray, path: Path) -> None:
     plots.feature_maps({n: o[0] for n, o in zip(names, outs)}, image, path)
 
 
-def evaluate(model, frame: pd.DataFrame, out: Path, live_dir: Path) -> dict:
+def evaluate(models: dict, frame: pd.DataFrame, out: Path, live_dirs: dict, tta=()) -> dict:
+    """Metrics and plots of the ensemble {member: model} on `frame`, written under `out`."""
+    from tasks import ensemble
     x, y = to_images(frame)
-    probs = model.predict(x, batch_size=1024, verbose=0)
+    members = ensemble.member_probabilities(models, x)
+    plain = ensemble.combine(list(members.values()))
+    measured_views = tuple(tta) or ensemble.TTA_VIEWS
+    with_tta = ensemble.predict(models, x, measured_views)
+    probs = with_tta if tta else plain
     pred = probs.argmax(axis=1)
     result = classification_metrics(y, probs)
+    result["ensemble"] = {
+        "size": len(models), "tta": list(tta),
+        "members": {name: float((p.argmax(axis=1) == y).mean()) for name, p in members.items()},
+        "accuracy_without_tta": float((plain.argmax(axis=1) == y).mean()),
+        "accuracy_with_tta": float((with_tta.argmax(axis=1) == y).mean()), "tta_measured": list(measured_views)}
     out.mkdir(parents=True, exist_ok=True)
-
     write_rows(out / "confusion.csv", ["actual", "predicted"], zip(y.tolist(), pred.tolist()))
     plots.confusion(skm.confusion_matrix(y, pred, labels=range(10)), out / "confusion_matrix.png")
     roc, pr = one_vs_rest(y, probs)
@@ -89,21 +105,29 @@ def evaluate(model, frame: pd.DataFrame, out: Path, live_dir: Path) -> dict:
     wrong = np.flatnonzero(pred != y)
     worst = wrong[np.argsort(-probs[wrong, pred[wrong]])][:WORST]
     plots.digit_grid(x[worst], [f"true {y[i]} pred {pred[i]}\np={probs[i, pred[i]]:.3f}" for i in worst],
-                     out / "confident_errors.png", title="Most confidently wrong validation images")
-    if (live_dir / "plots/metrics").exists():
-        training_curves(live_dir, out / "training_curves.png")
-    feature_maps(model, x[0], out / "feature_maps.png")
+                     out / "confident_errors.png", title="Most confidently wrong validation images "
+                                                         f"(ensemble of {len(models)})")
+    curves = {name: d for name, d in live_dirs.items() if (d / "plots/metrics").exists()}
+    if curves:
+        training_curves(curves, out / "training_curves.png")
+    feature_maps(next(iter(models.values())), x[0], out / "feature_maps.png")
     return result
 
 
 def main() -> None:
-    from tasks import model as model_mod
-    model = model_mod.load(paths.MODEL)
+    from tasks import ensemble
+    from tasks import params as params_mod
+    p = params_mod.load()
+    models = ensemble.load(ensemble.model_files(p.ensemble.members))
+    live_dirs = {name: paths.member(name).dvclive for name in models}
     with atomic_path(paths.EVAL_PLOTS, directory=True) as tmp:
-        result = evaluate(model, pd.read_parquet(paths.SPLIT_VAL), tmp, paths.DVCLIVE_DIR)
+        result = evaluate(models, pd.read_parquet(paths.SPLIT_VAL), tmp, live_dirs, p.ensemble.tta)
     write_json(paths.EVALUATE_METRICS, result)
+    e = result["ensemble"]
     print(f"evaluate: validation accuracy {result['accuracy']:.4f}, {result['errors']} errors of "
-          f"{result['n']}, macro F1 {result['macro_f1']:.4f}")
+          f"{result['n']}, macro F1 {result['macro_f1']:.4f}; {e['size']} member(s) "
+          f"{', '.join(f'{k} {v:.4f}' for k, v in e['members'].items())}; ensemble without TTA "
+          f"{e['accuracy_without_tta']:.4f}, with TTA ({'+'.join(e['tta_measured'])}) {e['accuracy_with_tta']:.4f}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ An unknown or missing key is an error naming the full key (`train.presets.quick.
 typo in `dvc exp run -S ...` fails loudly instead of being ignored.
 """
 import dataclasses
+import re
 import typing
 from pathlib import Path
 
@@ -19,6 +20,7 @@ class ParamsError(DataError):
 
 OPTIMIZERS = ("adamw", "adam", "rmsprop", "sgd")
 SCHEDULES = ("cosine", "onecycle", "plateau")
+TTA_VIEWS = ("shift", "rotate")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,12 +81,31 @@ class Preset:
 
 @dataclasses.dataclass(frozen=True)
 class Train:
-    preset: str                 # which entry of `presets` to train
-    presets: dict[str, Preset]
+    presets: dict[str, Preset]  # named recipes; ensemble members pick one each
 
-    @property
-    def config(self) -> Preset:
-        return self.presets[self.preset]
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    preset: str                 # an entry of train.presets
+    seed: int                   # augmentation, initialization and shuffling of this member
+
+
+@dataclasses.dataclass(frozen=True)
+class Ensemble:
+    members: dict[str, Member]  # name -> member; each trains as its own DVC stage train@<name>
+    tta: tuple[str, ...]        # test-time views besides the image itself: "shift", "rotate"
+
+
+@dataclasses.dataclass(frozen=True)
+class Calibration:
+    temperature: bool           # predict divides the log-probabilities by the fitted temperature
+
+
+@dataclasses.dataclass(frozen=True)
+class Robustness:
+    seed: int                   # fixes every corruption's randomness
+    images: int                 # validation images corrupted (the first N of the split); 0 = all
+    baselines: tuple[str, ...]  # baselines.models entries refitted and measured beside the CNN
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +136,10 @@ class Params:
     data: Data
     split: Split
     train: Train
+    ensemble: Ensemble
     baselines: Baselines
+    calibration: Calibration
+    robustness: Robustness
 
 
 def _join(key: str, name: str) -> str:
@@ -168,9 +192,21 @@ def _check(p: Params) -> None:
         raise ParamsError("params: 'split.val_fraction' must be in (0, 1)")
     if not 0 < p.split.sample_fraction <= 1:
         raise ParamsError("params: 'split.sample_fraction' must be in (0, 1]")
-    if p.train.preset not in p.train.presets:
-        raise ParamsError(f"params: 'train.preset' is {p.train.preset!r}; "
-                          f"known presets: {', '.join(sorted(p.train.presets))}")
+    if not p.ensemble.members:
+        raise ParamsError("params: 'ensemble.members' is empty; name at least one member")
+    for name, member in p.ensemble.members.items():
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", name):
+            raise ParamsError(f"params: 'ensemble.members.{name}': a member name is a letter, then "
+                              "letters, digits, '-' or '_' (it names a stage and files)")
+        if member.preset not in p.train.presets:
+            raise ParamsError(f"params: 'ensemble.members.{name}.preset' is {member.preset!r}; "
+                              f"known presets: {', '.join(sorted(p.train.presets))}")
+    for view in p.ensemble.tta:
+        if view not in TTA_VIEWS:
+            raise ParamsError(f"params: 'ensemble.tta' has {view!r}; one of: {', '.join(TTA_VIEWS)}")
+    for name in p.robustness.baselines:
+        if name not in p.baselines.models:
+            raise ParamsError(f"params: 'robustness.baselines' has {name!r}, which is not in baselines.models")
     for name, preset in p.train.presets.items():
         a, o = preset.arch, preset.optimizer
         if not len(a.widths) == len(a.kernels) == len(a.convs):

@@ -3,6 +3,7 @@
 Stages run with the repository root as the working directory (`dvc repro` does this), so the
 paths are relative: the same code works in a temporary test repository.
 """
+import dataclasses
 import os
 from pathlib import Path
 
@@ -32,13 +33,26 @@ SPLIT_DIR = Path("data/split")
 SPLIT_TRAIN = SPLIT_DIR / "train.parquet"
 SPLIT_VAL = SPLIT_DIR / "val.parquet"
 
-# Stage train.
+# Stage train@<member>: one per ensemble member (params.yaml, ensemble.members).
 MODEL_DIR = Path("models")
-MODEL = MODEL_DIR / "model.keras"
 CHECKPOINT_DIR = Path("checkpoints")
 METRICS_DIR = Path("metrics")
-TRAIN_METRICS = METRICS_DIR / "train.json"
 DVCLIVE_DIR = Path("dvclive")
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    model: Path          # the best epoch's model
+    checkpoints: Path    # per-epoch resume state
+    dvclive: Path        # per-epoch curves
+    metrics: Path        # train metrics
+
+
+def member(name: str) -> Member:
+    """Where member `name` keeps its files (the train@<name> stage's outputs in dvc.yaml)."""
+    return Member(MODEL_DIR / f"{name}.keras", CHECKPOINT_DIR / name, DVCLIVE_DIR / name,
+                  METRICS_DIR / "members" / f"{name}.json")
+
 
 # Stage evaluate / predict / score / baselines.
 EVALUATE_METRICS = METRICS_DIR / "evaluate.json"

@@ -1,5 +1,6 @@
 """Stage predict: test.csv (as Parquet, through the same conversion as training) -> a checked
-Kaggle submission `ImageId,Label` plus the N x 10 class probabilities for ensembling."""
+Kaggle submission `ImageId,Label` from the ensemble (the mean of its members' probabilities, over
+the TTA views of params.yaml), plus those N x 10 class probabilities."""
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -9,12 +10,12 @@ from tasks import paths, submission
 from tasks.cli import run_stage
 from tasks.io import atomic_path, to_images
 
-BATCH = 1024
 
 
-def predict(model, frame: pd.DataFrame) -> np.ndarray:
+def predict(models: dict, frame: pd.DataFrame, tta=()) -> np.ndarray:
+    from tasks import ensemble
     x, _ = to_images(frame)
-    return model.predict(x, batch_size=BATCH, verbose=0)
+    return ensemble.predict(models, x, tta)
 
 
 def write_submission(probs: np.ndarray, sub_path, prob_path) -> None:
@@ -28,13 +29,16 @@ def write_submission(probs: np.ndarray, sub_path, prob_path) -> None:
 
 
 def main() -> None:
-    from tasks import model as model_mod
-    model = model_mod.load(paths.MODEL)
-    probs = predict(model, pq.read_table(paths.TEST_PARQUET).to_pandas())
+    from tasks import ensemble
+    from tasks import params as params_mod
+    p = params_mod.load()
+    models = ensemble.load(ensemble.model_files(p.ensemble.members))
+    probs = predict(models, pq.read_table(paths.TEST_PARQUET).to_pandas(), p.ensemble.tta)
     write_submission(probs, paths.SUBMISSION, paths.PROBABILITIES)
-    print(f"predict: {len(probs):,} test images -> {paths.SUBMISSION} (checked), {paths.PROBABILITIES}")
+    what = f"ensemble of {len(models)} ({', '.join(models)})" + (f", TTA {'+'.join(p.ensemble.tta)}" if p.ensemble.tta else "")
+    print(f"predict: {len(probs):,} test images, {what} -> {paths.SUBMISSION} (checked), {paths.PROBABILITIES}")
     print(f'submit with: kaggle competitions submit -c digit-recognizer -f {paths.SUBMISSION} '
-          f'-m "digit-recognizer {paths.MODEL}"')
+          f'-m "digit-recognizer {what}"')
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ images the model saw). A file that cannot be read or holds no digit gets a messa
 stderr, the others are still processed, and the exit status is 1 at the end.
 """
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -24,38 +25,46 @@ import numpy as np
 from tasks import paths
 from tasks.io import SIDE, atomic_path, sha256
 
-BATCH = 256
+BATCH = 256                                       # images preprocessed per batch
 
 
 class Predictor:
-    """uint8 images [n, 28, 28] (or [n, 28, 28, 1]) -> class probabilities [n, 10], float32.
+    """uint8 images [n, 28, 28] (or [n, 28, 28, 1]) -> class probabilities [n, 10], float32: the
+    mean of the models' probabilities over the test-time views (tasks/ensemble.py).
 
-    Wraps the loaded model once; `path` and `sha256` say which file it came from. An ensemble can
-    take its place: anything with the same call, `path` and `sha256` will do.
+    `files` are the model files, in order; `sha256` identifies them together (for one file, that
+    file's own hash); `tta` the views used.
     """
 
-    def __init__(self, model, path: Path):
-        self.model, self.path, self.sha256 = model, Path(path), sha256(path)
+    def __init__(self, models: dict, files: dict, tta=()):
+        self.models, self.files, self.tta = models, {k: Path(f) for k, f in files.items()}, tuple(tta)
+        hashes = [sha256(f) for f in self.files.values()]
+        self.sha256 = hashes[0] if len(hashes) == 1 else hashlib.sha256(" ".join(hashes).encode()).hexdigest()
         self._lock = threading.Lock()             # one inference at a time (the HTTP server's threads)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        x = np.asarray(images, dtype=np.uint8).reshape(-1, SIDE, SIDE, 1)
-        out = []
+        from tasks import ensemble
         with self._lock:
-            for start in range(0, len(x), BATCH):
-                out.append(np.asarray(self.model.predict_on_batch(x[start:start + BATCH]), dtype=np.float32))
-        return np.concatenate(out) if out else np.zeros((0, 10), np.float32)
+            return ensemble.predict(self.models, images, self.tta)
 
 
-def load_predictor(path=None) -> Predictor:
-    """The pipeline's model (models/model.keras unless `path` is given), ready to call."""
-    path = Path(path or paths.MODEL)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no model; train one with `dvc repro` (or pass --model)")
+def load_predictor(model_files=None, tta=None) -> Predictor:
+    """The pipeline's ensemble (the members and TTA views of params.yaml), or the model files
+    given (a path or a list of paths, averaged; no TTA unless `tta` names views), ready to call."""
+    from tasks import ensemble
+    from tasks import params as params_mod
+    if model_files is None:
+        p = params_mod.load()
+        files, tta = ensemble.model_files(p.ensemble.members), p.ensemble.tta if tta is None else tta
+    else:
+        listed = [model_files] if isinstance(model_files, (str, Path)) else list(model_files)
+        files = {Path(f).stem if len(listed) == 1 else f"{i}:{Path(f).stem}": Path(f) for i, f in enumerate(listed)}
+        missing = [str(f) for f in files.values() if not f.exists()]
+        if missing:
+            raise FileNotFoundError(f"no model {', '.join(missing)}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")     # TensorFlow's start-up chatter
-    from tasks import model as model_mod
-    predictor = Predictor(model_mod.load(path), path)
-    predictor(np.zeros((1, SIDE, SIDE), np.uint8))          # builds the predict function now
+    predictor = Predictor(ensemble.load(files), files, tta or ())
+    predictor(np.zeros((1, SIDE, SIDE), np.uint8))          # builds the predict functions now
     return predictor
 
 
@@ -139,7 +148,8 @@ def main(argv=None) -> int:
     parser.add_argument("--save-preprocessed", type=Path, metavar="DIR",
                         help="write the 28 x 28 images the model saw here (PNG)")
     parser.add_argument("--deskew", action="store_true", help="straighten slanted digits first")
-    parser.add_argument("--model", type=Path, default=paths.MODEL, help=f"default {paths.MODEL}")
+    parser.add_argument("--model", type=Path, action="append", metavar="FILE",
+                        help="a .keras model; repeat to average several (default: the ensemble of params.yaml)")
     args = parser.parse_args(argv)
     if not 1 <= args.top <= 10:
         parser.error("--top must be 1..10")

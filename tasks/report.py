@@ -22,9 +22,16 @@ def image(path: Path, caption: str) -> str:
     return f"![{caption}]({os.path.relpath(path, paths.REPORT.parent)})"
 
 
+def members(ev: dict) -> dict:
+    """{member: its train metrics} for the members evaluate.json names, in its order."""
+    return {name: load(paths.member(name).metrics) for name in ev["ensemble"]["members"]}
+
+
 def render() -> str:
-    train, ev, score = load(paths.TRAIN_METRICS), load(paths.EVALUATE_METRICS), load(paths.SCORE_METRICS)
-    baselines = load(paths.BASELINE_METRICS)
+    ev, score = load(paths.EVALUATE_METRICS), load(paths.SCORE_METRICS)
+    baselines, trained = load(paths.BASELINE_METRICS), members(load(paths.EVALUATE_METRICS))
+    first = next(iter(trained.values()))
+    ens = ev["ensemble"]
     parts = ["# Digit recognizer: run report", ""]
     rows = [["validation accuracy", f"{ev['accuracy']:.4f}"], ["validation errors", f"{ev['errors']} of {ev['n']}"],
             ["validation log loss", f"{ev['loss']:.4f}"], ["macro F1", f"{ev['macro_f1']:.4f}"]]
@@ -33,11 +40,20 @@ def render() -> str:
                                                         f"({score['test_errors']} errors of {score['test_n']})"])
     else:
         rows.append(["test accuracy", "no answer key (Kaggle's files)"])
-    rows += [["preset", train["preset"]], ["epochs (best)", f"{train['epochs']} ({train['best_epoch']})"],
-             ["training time", f"{train['train_seconds']} s of epochs ({train.get('stage_seconds', '?')} s for the "
-                               f"whole stage), {train['train_cpu_seconds']} CPU s, {train['images_per_second']} images/s"],
-             ["device", train["device"]], ["machine", train.get("machine", "not recorded")]]
+    rows += [["ensemble", f"{len(trained)} member(s), TTA {'+'.join(ens['tta']) or 'none'}"],
+             ["training time", f"{sum(m['train_seconds'] for m in trained.values()):.1f} s of epochs, "
+                               f"{sum(m['train_cpu_seconds'] for m in trained.values()):.1f} CPU s (all members)"],
+             ["device", first["device"]], ["machine", first.get("machine", "not recorded")]]
     parts += ["## Summary", "", table(["metric", "value"], rows), ""]
+    rows = [[name, m["preset"], m["seed"], f"{ens['members'][name]:.4f}", f"{m['epochs']} ({m['best_epoch']})",
+             f"{m['train_seconds']:.1f}", f"{m['train_cpu_seconds']:.1f}", m.get("stage_seconds", "")]
+            for name, m in trained.items()]
+    rows += [["**ensemble, no TTA**", "", "", f"**{ens['accuracy_without_tta']:.4f}**", "", "", "", ""],
+             [f"**ensemble, TTA {'+'.join(ens['tta_measured'])}**", "", "", f"**{ens['accuracy_with_tta']:.4f}**",
+              "", "", "", ""]]
+    parts += ["## Ensemble members (validation)", "",
+              table(["member", "preset", "seed", "val. accuracy", "epochs (best)", "train s", "CPU s", "stage s"], rows),
+              "", "The most confidently wrong images below are the ensemble's, as submitted.", ""]
     per = ev["per_class"]
     parts += ["## Per-class report (validation)", "", table(
         ["digit", "precision", "recall", "F1", "support", "ROC AUC", "avg. precision"],
@@ -46,8 +62,9 @@ def render() -> str:
     if baselines:
         rows = [[name, f"{m['val_accuracy']:.4f}", m["train_size"], f"{m['fit_seconds']:.1f}",
                  f"{m['predict_seconds']:.2f}", m.get("note", "")] for name, m in baselines["models"].items()]
-        rows.append(["**CNN (this run)**", f"**{ev['accuracy']:.4f}**", train["train_images"],
-                     f"{train['train_seconds']:.1f}", "", f"preset {train['preset']}"])
+        rows.append(["**CNN ensemble (this run)**", f"**{ev['accuracy']:.4f}**", first["train_images"],
+                     f"{sum(m['train_seconds'] for m in trained.values()):.1f}", "",
+                     f"{len(trained)} member(s): {', '.join(trained)}"])
         parts += ["## Baselines (same split)", "",
                   table(["model", "val. accuracy", "train size", "fit s", "predict s", "note"], rows), "",
                   image(paths.BASELINE_PLOTS / "accuracy_vs_time.png", "accuracy against fit time"), ""]

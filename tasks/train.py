@@ -1,11 +1,14 @@
-"""Stage train: the augmented CNN of the chosen preset, resumable, logged with DVCLive.
+"""Stage train@<member>: one ensemble member, the augmented CNN of its preset and seed,
+resumable, logged with DVCLive.   python -m tasks.train MEMBER
 
-Writes models/model.keras (the epoch with the best validation accuracy), metrics/train.json and
-per-epoch curves in dvclive/. Checkpoints every epoch to checkpoints/ (model with optimizer state,
-so the schedule continues where it stopped, plus state.json); a killed run continues from the last
-finished epoch when started again, and a finished one is not retrained. Only the validation split
-is used for model selection; the answer key is never read here.
+Writes models/<member>.keras (the epoch with the best validation accuracy),
+metrics/members/<member>.json and per-epoch curves in dvclive/<member>/. Checkpoints every epoch
+to checkpoints/<member>/ (model with optimizer state, so the schedule continues where it stopped,
+plus state.json); a killed run continues from the last finished epoch when started again, and a
+finished one is not retrained. Only the validation split is used for model selection; the answer
+key is never read here.
 """
+import argparse
 import dataclasses
 import hashlib
 import json
@@ -19,7 +22,7 @@ import psutil
 
 from tasks import device, paths
 from tasks import params as params_mod
-from tasks.cli import run_stage
+from tasks.cli import DataError, run_stage
 from tasks.io import atomic_path, sha256, to_images, write_json
 from tasks.params import Preset
 
@@ -176,23 +179,36 @@ def train(cfg: Preset, seed: int, train_frame: pd.DataFrame, val_frame: pd.DataF
     return model, metrics, ckpt.state
 
 
-def main() -> None:
+def main(argv=None) -> None:
     from tasks import machine
+    ap = argparse.ArgumentParser(prog="python -m tasks.train", description=__doc__.splitlines()[0])
+    ap.add_argument("member", help="a name in params.yaml's ensemble.members")
+    name = ap.parse_args(argv).member
     p = params_mod.load()
-    cfg = p.train.config
-    fp = fingerprint(cfg, p.base.seed, [paths.SPLIT_TRAIN, paths.SPLIT_VAL])
-    model, metrics, _ = train(cfg, p.base.seed, pd.read_parquet(paths.SPLIT_TRAIN),
-                              pd.read_parquet(paths.SPLIT_VAL), fp)
-    metrics["preset"] = p.train.preset
-    metrics["machine"] = machine.describe()["summary"]
-    with atomic_path(paths.MODEL) as tmp:
+    if name not in p.ensemble.members:
+        raise DataError(f"{paths.PARAMS}: no member {name!r} in ensemble.members "
+                        f"({', '.join(p.ensemble.members)})")
+    member, out = p.ensemble.members[name], paths.member(name)
+    cfg = p.train.presets[member.preset]
+    fp = fingerprint(cfg, member.seed, [paths.SPLIT_TRAIN, paths.SPLIT_VAL])
+    before = Checkpoint(out.checkpoints, fp)
+    epochs_before = before.state["epoch"] if before.load() else 0
+    model, metrics, state = train(cfg, member.seed, pd.read_parquet(paths.SPLIT_TRAIN),
+                                  pd.read_parquet(paths.SPLIT_VAL), fp, out.checkpoints, out.dvclive)
+    metrics |= {"member": name, "preset": member.preset, "seed": member.seed,
+                "machine": machine.describe()["summary"]}
+    with atomic_path(out.model) as tmp:
         model.save(tmp)
-    # the whole stage as `dvc repro` runs it: interpreter start, imports, model build, checkpoint
-    # writes and the final save, which train_seconds (the epochs alone) leaves out
-    metrics["stage_seconds"] = round(time.time() - psutil.Process().create_time(), 1)
-    write_json(paths.TRAIN_METRICS, metrics)
-    print(f"train: best val_accuracy {metrics['val_accuracy']:.4f} at epoch {metrics['best_epoch']}, "
-          f"{metrics['train_seconds']} s, {metrics['images_per_second']} img/s -> {paths.MODEL}")
+    # The whole stage as `dvc repro` runs it (interpreter start, imports, model build, checkpoint
+    # writes, the final save), summed over the runs that trained: a run that only reloads a
+    # finished checkpoint adds nothing, a resumed one adds its own time.
+    if state["epoch"] > epochs_before:
+        state["stage_seconds"] = round(state.get("stage_seconds", 0.0) + time.time() - psutil.Process().create_time(), 1)
+        write_json(out.checkpoints / STATE, state)
+    metrics["stage_seconds"] = state.get("stage_seconds")
+    write_json(out.metrics, metrics)
+    print(f"train@{name}: best val_accuracy {metrics['val_accuracy']:.4f} at epoch {metrics['best_epoch']}, "
+          f"{metrics['train_seconds']} s, {metrics['images_per_second']} img/s -> {out.model}")
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def png(image: Image.Image) -> bytes:
 
 def test_health_names_the_model_and_its_hash(client, digit_model):
     body = client.get("/health").json()
-    assert body == {"status": "ok", "model": str(digit_model), "sha256": sha256(digit_model),
+    assert body == {"status": "ok", "models": [str(digit_model)], "tta": [], "sha256": sha256(digit_model),
                     "bytes": digit_model.stat().st_size}
 
 

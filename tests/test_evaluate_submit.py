@@ -130,12 +130,15 @@ def test_score_names_the_file_when_ids_do_not_match_the_key(tmp_path):
 
 def write_run_metrics(score_metrics=None, baselines=None):
     """Hand-made metrics of a run, where the stages write them (relative to the working directory)."""
-    write_json(paths.TRAIN_METRICS, {"preset": "quick", "epochs": 12, "best_epoch": 11, "train_seconds": 250.0,
-                                     "stage_seconds": 271.5, "train_cpu_seconds": 480.2, "images_per_second": 2600.5,
-                                     "device": "device: CPU", "machine": "2 CPU cores, AMD EPYC, AVX2",
-                                     "train_images": 54000})
+    for name, seed, seconds in (("quick-42", 42, 250.0), ("quick-7", 7, 260.5)):
+        write_json(paths.member(name).metrics, {
+            "member": name, "preset": "quick", "seed": seed, "epochs": 12, "best_epoch": 11, "train_seconds": seconds,
+            "stage_seconds": seconds + 21.5, "train_cpu_seconds": 2 * seconds, "images_per_second": 2600.5,
+            "device": "device: CPU", "machine": "2 CPU cores, AMD EPYC, AVX2", "train_images": 54000})
     classes = [str(c) for c in range(10)]
     write_json(paths.EVALUATE_METRICS, {
+        "ensemble": {"size": 2, "tta": [], "members": {"quick-42": 0.9945, "quick-7": 0.9941},
+                     "accuracy_without_tta": 0.9952, "accuracy_with_tta": 0.9950, "tta_measured": ["shift", "rotate"]},
         "accuracy": 0.9952, "errors": 29, "n": 6000, "loss": 0.0171, "macro_f1": 0.9951,
         "per_class": {c: {"precision": 0.99, "recall": 0.98, "f1": 0.985, "support": 600} for c in classes},
         "roc_auc": dict.fromkeys(classes, 0.99999), "average_precision": dict.fromkeys(classes, 0.9999)})
@@ -169,14 +172,20 @@ def test_report_with_answer_key_and_baselines(tmp_path, monkeypatch):
     text = report.render()
     t = tables(text)
     assert ["**test accuracy (answer key)**", "**0.9957** (43 errors of 10000)"] in t["Summary"]
-    assert ["validation errors", "29 of 6000"] in t["Summary"] and ["epochs (best)", "12 (11)"] in t["Summary"]
+    assert ["validation errors", "29 of 6000"] in t["Summary"] and ["ensemble", "2 member(s), TTA none"] in t["Summary"]
     assert ["machine", "2 CPU cores, AMD EPYC, AVX2"] in t["Summary"]
-    assert ["training time", "250.0 s of epochs (271.5 s for the whole stage), 480.2 CPU s, 2600.5 images/s"] in t["Summary"]
+    assert ["training time", "510.5 s of epochs, 1021.0 CPU s (all members)"] in t["Summary"]
+    assert t["Ensemble members (validation)"] == [
+        ["member", "preset", "seed", "val. accuracy", "epochs (best)", "train s", "CPU s", "stage s"],
+        ["quick-42", "quick", "42", "0.9945", "12 (11)", "250.0", "500.0", "271.5"],
+        ["quick-7", "quick", "7", "0.9941", "12 (11)", "260.5", "521.0", "282.0"],
+        ["**ensemble, no TTA**", "", "", "**0.9952**", "", "", "", ""],
+        ["**ensemble, TTA shift+rotate**", "", "", "**0.9950**", "", "", "", ""]]
     assert len(t["Per-class report (validation)"]) == 11
     assert t["Per-class report (validation)"][4] == ["3", "0.9900", "0.9800", "0.9850", "600", "0.99999", "0.99990"]
     baselines = t["Baselines (same split)"]
-    assert [row[0] for row in baselines] == ["model", "knn", "svc_rbf", "**CNN (this run)**"]
-    assert baselines[-1] == ["**CNN (this run)**", "**0.9952**", "54000", "250.0", "", "preset quick"]
+    assert [row[0] for row in baselines] == ["model", "knn", "svc_rbf", "**CNN ensemble (this run)**"]
+    assert baselines[-1] == ["**CNN ensemble (this run)**", "**0.9952**", "54000", "510.5", "", "2 member(s): quick-42, quick-7"]
     assert ["threshold for 90% precision", "1.500"] in t["Binary detector: is it a 5? (3-fold CV, 20000 images)"]
     assert "![Confusion matrix](../plots/evaluate/confusion_matrix.png)" in text   # relative to reports/
     assert "## ROC curves" not in text                                              # no such plot
@@ -188,7 +197,7 @@ def test_report_without_answer_key_or_baselines(tmp_path, monkeypatch):
     t = tables(report.render())
     assert ["test accuracy", "no answer key (Kaggle's files)"] in t["Summary"]
     assert not any("answer key)" in row[0] for row in t["Summary"])
-    assert set(t) == {"Summary", "Per-class report (validation)"}
+    assert set(t) == {"Summary", "Ensemble members (validation)", "Per-class report (validation)"}
     (tmp_path / paths.SCORE_METRICS).unlink()                     # the score stage has not run
     assert ["test accuracy", "no answer key (Kaggle's files)"] in tables(report.render())["Summary"]
 

@@ -14,7 +14,8 @@ def raw():
 
 def test_project_params_load_and_presets_resolve(raw):
     p = params.parse(raw)
-    assert p.train.config is p.train.presets["quick"]
+    assert {n: (m.preset, m.seed) for n, m in p.ensemble.members.items()} == {"quick-42": ("quick", p.base.seed)}
+    assert p.ensemble.tta == ()
     assert set(p.train.presets) >= {"quick", "full", "seed001"}
     s = p.train.presets["seed001"]
     assert (s.arch.widths, s.arch.kernels, s.batch_size, s.optimizer.name) == ((32, 64), (5, 3), 86, "rmsprop")
@@ -44,9 +45,23 @@ def test_missing_key_and_wrong_type(raw):
         params.parse(raw)
 
 
-def test_unknown_preset_lists_the_known_ones(raw):
-    raw["train"]["preset"] = "huge"
-    with pytest.raises(params.ParamsError, match="'train.preset' is 'huge'; known presets: full, quick, seed001"):
+@pytest.mark.parametrize("members, tta, message", [
+    ({"big": {"preset": "huge", "seed": 1}}, [],
+     "'ensemble.members.big.preset' is 'huge'; known presets: full, quick, seed001"),
+    ({}, [], "'ensemble.members' is empty; name at least one member"),
+    ({"a b": {"preset": "quick", "seed": 1}}, [], "'ensemble.members.a b': a member name is a letter, then"),
+    ({"q": {"preset": "quick"}}, [], "missing key 'ensemble.members.q.seed'"),
+    ({"q": {"preset": "quick", "seed": 1}}, ["flip"], "'ensemble.tta' has 'flip'; one of: shift, rotate"),
+])
+def test_bad_ensemble_is_an_error_naming_the_key(raw, members, tta, message):
+    raw["ensemble"] = {"members": members, "tta": tta}
+    with pytest.raises(params.ParamsError, match=message):
+        params.parse(raw)
+
+
+def test_robustness_baselines_must_be_known_baselines(raw):
+    raw["robustness"]["baselines"] = ["random_forest", "xgboost"]
+    with pytest.raises(params.ParamsError, match="'robustness.baselines' has 'xgboost', which is not in baselines.models"):
         params.parse(raw)
 
 

@@ -42,7 +42,7 @@ def test_bundled_mnist_through_score_and_report(tmp_path):
     repo = make_repo(tmp_path)
     set_params(repo, **{k: v for k, v in TINY.items() if k != "data.source"}, **{"split.sample_fraction": 0.01})
     out = sh(repo, "dvc", "repro").stdout
-    for stage in ("ingest", "validate", "train", "predict", "score", "report"):
+    for stage in ("ingest", "validate", "train@quick-42", "predict", "score", "report"):
         assert f"Running stage '{stage}'" in out
     assert len(pd.read_parquet(repo / "data/split/train.parquet")) == 540          # 1% of 60,000, less 10%
     sub = pd.read_csv(repo / "submission/submission.csv")
@@ -55,34 +55,43 @@ def test_bundled_mnist_through_score_and_report(tmp_path):
     assert f"**{score['test_accuracy']:.4f}** ({errors} errors of 10000)" in (repo / "reports/report.md").read_text()
 
 
+TWO = {"quick-42": {"preset": "quick", "seed": 42}, "quick-7": {"preset": "quick", "seed": 7}}
+
+
 def test_full_repro_then_compare_branches(tmp_path, mnist):
-    """main and a branch with another training param: metrics diff and plots diff across them."""
+    """A two-member ensemble on main and on a branch with another training param: metrics diff and
+    plots diff across them; a third member as an experiment trains only the third; removing it
+    retrains nothing."""
     repo = make_repo(tmp_path)
     write_sample(repo / "data/kaggle", mnist, n_train=500, n_test=60)
-    set_params(repo, **TINY)
+    set_params(repo, **TINY, **{"ensemble.members": TWO})
     out = sh(repo, "dvc", "repro").stdout
+    assert "Running stage 'train@quick-42'" in out and "Running stage 'train@quick-7'" in out
     assert "kaggle competitions submit -c digit-recognizer -f submission/submission.csv" in out
     sub = pd.read_csv(repo / "submission/submission.csv")
     assert list(sub.columns) == ["ImageId", "Label"] and sub.ImageId.tolist() == list(range(1, 61))
     assert pd.read_parquet(repo / "submission/probabilities.parquet").shape == (60, 11)
     assert json.loads((repo / "metrics/score.json").read_text())["answer_key"] is False
     assert "## Confusion matrix" in (repo / "reports/report.md").read_text()
-    shown = json.loads(sh(repo, "dvc", "metrics", "show", "--json").stdout)
-    assert "metrics/evaluate.json" in json.dumps(shown) and "metrics/train.json" in json.dumps(shown)
+    assert {"metrics/evaluate.json", "metrics/members/quick-42.json", "metrics/members/quick-7.json",
+            "dvclive/quick-7/metrics.json"} <= set(json.loads(sh(repo, "dvc", "metrics", "show", "--json").stdout)[""]["data"])
+    ev = json.loads((repo / "metrics/evaluate.json").read_text())["ensemble"]
+    assert ev["size"] == 2 and set(ev["members"]) == {"quick-42", "quick-7"} and ev["tta"] == []
+    assert ev["accuracy_without_tta"] == json.loads((repo / "metrics/evaluate.json").read_text())["accuracy"]
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "baseline run")
 
     sh(repo, "git", "checkout", "-qb", "more-epochs")
     set_params(repo, **{"train.presets.quick.epochs": 3})
     out = sh(repo, "dvc", "repro").stdout
-    assert "Running stage 'train'" in out and "Running stage 'ingest'" not in out
+    assert "Running stage 'train@quick-7'" in out and "Running stage 'ingest'" not in out
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "3 epochs")
 
     diff = json.loads(sh(repo, "dvc", "metrics", "diff", "main", "more-epochs", "--json").stdout)
     acc = diff["metrics/evaluate.json"]["accuracy"]
     assert acc["old"] != acc["new"] and acc["diff"] == pytest.approx(acc["new"] - acc["old"])
-    assert diff["metrics/train.json"]["epochs"] == {"old": 1, "new": 3, "diff": 2}
+    assert diff["metrics/members/quick-7.json"]["epochs"] == {"old": 1, "new": 3, "diff": 2}
 
     # Every declared metric is readable at any revision from git alone: a fresh clone has no cache.
     clone = tmp_path / "clone"
@@ -91,8 +100,8 @@ def test_full_repro_then_compare_branches(tmp_path, mnist):
     proc = sh(clone, "dvc", "metrics", "diff", "main", "--json")
     assert "failed to load" not in proc.stderr + proc.stdout
     fresh = json.loads(proc.stdout)
-    assert fresh["dvclive/metrics.json"]["step"] == {"old": 0, "new": 2, "diff": 2}
-    assert fresh["metrics/train.json"]["epochs"]["new"] == 3
+    assert fresh["dvclive/quick-42/metrics.json"]["step"] == {"old": 0, "new": 2, "diff": 2}
+    assert fresh["metrics/members/quick-42.json"]["epochs"]["new"] == 3
 
     plots = json.loads(sh(repo, "dvc", "plots", "diff", "main", "more-epochs", "--json").stdout)["data"]
     [confusion] = plots["plots/evaluate/confusion.csv"]
@@ -104,15 +113,25 @@ def test_full_repro_then_compare_branches(tmp_path, mnist):
     sh(repo, "dvc", "plots", "diff", "main", "more-epochs", "-o", str(tmp_path / "plots"))
     assert "confusion" in (tmp_path / "plots/index.html").read_text()
 
-    # An experiment on another preset, the way users start one: the one-cycle `full` preset, shrunk.
-    out = sh(repo, "dvc", "exp", "run", "-n", "tiny-full", "-S", "train.preset=full",
+    # Plots of every member's curves, from DVCLive, per revision.
+    assert {"dvclive/quick-42/plots/metrics/train/loss.tsv", "dvclive/quick-7/plots/metrics/eval/accuracy.tsv"} <= set(plots)
+
+    # A third member, of another preset (shrunk), as an experiment: only it trains.
+    out = sh(repo, "dvc", "exp", "run", "-n", "ensemble-3", "-S", "+ensemble.members.full-5={preset: full, seed: 5}",
              "-S", "train.presets.full.epochs=2", "-S", "train.presets.full.batch_size=64",
              "-S", "train.presets.full.arch.widths=[4,8,8]", "-S", "train.presets.full.arch.dense=16").stdout
-    assert "Running stage 'train'" in out and "Running stage 'ingest'" not in out
-    trained = json.loads((repo / "metrics/train.json").read_text())
-    assert (trained["preset"], trained["epochs"]) == ("full", 2)
+    assert "Running stage 'train@full-5'" in out
+    assert "Running stage 'train@quick-42'" not in out and "Running stage 'train@quick-7'" not in out
+    assert "Running stage 'evaluate'" in out and "Running stage 'ingest'" not in out
     [experiment] = [e for rev in json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
-                    for e in (rev.get("experiments") or []) if e.get("name") == "tiny-full"]
+                    for e in (rev.get("experiments") or []) if e.get("name") == "ensemble-3"]
     [run] = experiment["revs"]
-    assert run["data"]["params"]["params.yaml"]["data"]["train"]["preset"] == "full"
-    assert run["data"]["metrics"]["metrics/train.json"]["data"]["epochs"] == 2
+    assert set(run["data"]["params"]["params.yaml"]["data"]["ensemble"]["members"]) == {"quick-42", "quick-7", "full-5"}
+    assert run["data"]["metrics"]["metrics/members/full-5.json"]["data"]["epochs"] == 2
+    assert run["data"]["metrics"]["metrics/evaluate.json"]["data"]["ensemble"]["size"] == 3
+
+    # Removing the member again retrains nothing; the ensemble is evaluated without it.
+    set_params(repo, **{"ensemble.members": TWO})
+    out = sh(repo, "dvc", "repro").stdout
+    assert "Running stage 'train@" not in out and "Running stage 'evaluate'" in out
+    assert json.loads((repo / "metrics/evaluate.json").read_text())["ensemble"]["size"] == 2

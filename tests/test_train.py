@@ -118,7 +118,7 @@ def test_every_optimizer_and_schedule_params_accept_is_built(name, schedule):
 
 @pytest.mark.parametrize("name", sorted(params.load(ROOT / "params.yaml").train.presets))
 def test_every_preset_builds_and_takes_training_steps(name, mnist):
-    """What `dvc exp run -S train.preset=<name>` starts with: the preset's net, optimizer and schedule."""
+    """What a member of preset <name> starts with: the preset's net, optimizer and schedule."""
     cfg = params.load(ROOT / "params.yaml").train.presets[name]
     x, y = mnist[0][:2 * cfg.batch_size].reshape(-1, 28, 28, 1), mnist[1][:2 * cfg.batch_size]
     m = model.build(cfg.arch, cfg.augment, seed=0)
@@ -157,29 +157,32 @@ def train_workspace(tmp_path, monkeypatch, tr, va, **changes):
     return tmp_path
 
 
-def run_train(workspace) -> str:
-    return sh(workspace, sys.executable, "-m", "tasks.train").stdout
+MEMBER = "quick-42"                  # the default ensemble's one member
 
 
-def state(workspace) -> dict:
-    return json.loads((workspace / "checkpoints" / train.STATE).read_text())
+def run_train(workspace, member=MEMBER) -> str:
+    return sh(workspace, sys.executable, "-m", "tasks.train", member).stdout
 
 
-def kill_after_epoch(workspace, epoch: int) -> int:
-    """Start `python -m tasks.train`, SIGKILL it once the checkpoint of `epoch` (or a later one)
-    is written; return the epoch of the last checkpoint."""
-    proc = subprocess.Popen([sys.executable, "-m", "tasks.train"], cwd=workspace,
+def state(workspace, member=MEMBER) -> dict:
+    return json.loads((workspace / "checkpoints" / member / train.STATE).read_text())
+
+
+def kill_after_epoch(workspace, epoch: int, member=MEMBER) -> int:
+    """Start `python -m tasks.train MEMBER`, SIGKILL it once the checkpoint of `epoch` (or a later
+    one) is written; return the epoch of the last checkpoint."""
+    proc = subprocess.Popen([sys.executable, "-m", "tasks.train", member], cwd=workspace,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        if (workspace / "checkpoints" / train.STATE).exists() and state(workspace)["epoch"] >= epoch:
+        if (workspace / "checkpoints" / member / train.STATE).exists() and state(workspace, member)["epoch"] >= epoch:
             proc.send_signal(signal.SIGKILL)
             break
         time.sleep(0.05)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, f"training ended by itself (exit {proc.returncode})"
-    assert not (workspace / "models/model.keras").exists()
-    return state(workspace)["epoch"]
+    assert not (workspace / "models" / f"{member}.keras").exists()
+    return state(workspace, member)["epoch"]
 
 
 @pytest.mark.integration
@@ -195,13 +198,17 @@ def test_killed_training_resumes_from_last_epoch_and_finished_one_is_not_retrain
     final = state(ws)
     assert final["epoch"] == 4 and final["resumed_from"] == [killed_at]
     assert [h["epoch"] for h in final["history"]] == [1, 2, 3, 4]
-    metrics = json.loads((ws / "metrics/train.json").read_text())
-    assert metrics["epochs"] == 4 and metrics["preset"] == "quick"
-    live = json.loads((ws / "dvclive/metrics.json").read_text())
+    metrics = json.loads((ws / "metrics/members/quick-42.json").read_text())
+    assert (metrics["epochs"], metrics["preset"], metrics["seed"], metrics["member"]) == (4, "quick", 42, "quick-42")
+    live = json.loads((ws / "dvclive/quick-42/metrics.json").read_text())
     assert live["step"] == 3                                   # curves continue, not restart
+    # the stage time of both runs that trained (the killed one's is lost with it: not in state)
+    assert metrics["stage_seconds"] == final["stage_seconds"] > metrics["train_seconds"] / 2
 
     assert "already trained: 4 epochs" in run_train(ws)
     assert state(ws)["history"] == final["history"]
+    again = json.loads((ws / "metrics/members/quick-42.json").read_text())
+    assert again["stage_seconds"] == metrics["stage_seconds"]   # a reload adds nothing
 
 
 @pytest.mark.integration
@@ -216,27 +223,27 @@ def test_killed_plateau_training_resumes_its_learning_rate_and_plateau_state(tmp
     tr, va = frame(mnist, np.flatnonzero(y != 9)[:3000]), frame(mnist, np.flatnonzero(y == 9)[:200])
     preset = "train.presets.seed001"
     ws = train_workspace(tmp_path, monkeypatch, tr, va, **{
-        "train.preset": "seed001", f"{preset}.epochs": 4, f"{preset}.batch_size": 64,
+        "ensemble.members": {"plateau": {"preset": "seed001", "seed": 42}}, f"{preset}.epochs": 4, f"{preset}.batch_size": 64,
         f"{preset}.arch.widths": [8, 16], f"{preset}.arch.dense": 32, f"{preset}.optimizer.plateau_patience": 1})
     rates = [1e-3, 5e-4, 2.5e-4, 1.25e-4]
     steps = 47                                                 # ceil(3000 / 64)
-    killed_at = kill_after_epoch(ws, 2)
+    killed_at = kill_after_epoch(ws, 2, "plateau")
     assert 2 <= killed_at < 4
 
-    assert f"resuming from epoch {killed_at} of 4" in run_train(ws)
-    final = state(ws)
+    assert f"resuming from epoch {killed_at} of 4" in run_train(ws, "plateau")
+    final = state(ws, "plateau")
     assert final["resumed_from"] == [killed_at] and [h["epoch"] for h in final["history"]] == [1, 2, 3, 4]
     assert [h["val_accuracy"] for h in final["history"]] == [0, 0, 0, 0]
     assert [h["learning_rate"] for h in final["history"]] == pytest.approx(rates)
     assert final["plateau"] == {"best": 0.0, "wait": 0, "cooldown_counter": 0}
-    optimizer = model.load(ws / "checkpoints" / train.LAST).optimizer
+    optimizer = model.load(ws / "checkpoints/plateau" / train.LAST).optimizer
     assert int(optimizer.iterations) == 4 * steps
     assert float(keras.ops.convert_to_numpy(optimizer.learning_rate)) == pytest.approx(rates[-1])
-    assert not list((ws / "checkpoints").glob(".tmp-*"))
+    assert not list((ws / "checkpoints/plateau").glob(".tmp-*"))
 
     set_params(ws, **{f"{preset}.epochs": 2})                 # a new fingerprint: trained afresh
-    out = run_train(ws)
+    out = run_train(ws, "plateau")
     assert "resuming" not in out and "already trained" not in out
-    fresh = state(ws)
+    fresh = state(ws, "plateau")
     assert fresh["resumed_from"] == [] and [h["learning_rate"] for h in fresh["history"]] == pytest.approx(rates[:2])
-    assert int(model.load(ws / "checkpoints" / train.LAST).optimizer.iterations) == 2 * steps
+    assert int(model.load(ws / "checkpoints/plateau" / train.LAST).optimizer.iterations) == 2 * steps

@@ -1,0 +1,123 @@
+"""Ensemble benchmark: accuracy against compute for 1, 3, 5 members, with and without TTA.
+
+    python -m bench.ensemble                                   # quick members, seeds 42,1,2,3,4
+    python -m bench.ensemble --seeds 42,1,2 --sizes 1,3        # fewer members first; re-run to add
+    python -m bench.ensemble --preset lite --seeds 42,1,2 --sizes 1,3
+
+Members train on the full split exactly as the pipeline's train@<member> stages do
+(tasks.train.train, same fingerprint), into bench/work/<preset>-<seed>/ (resumable: a killed or
+repeated run continues; a member the pipeline already trained with the same settings is copied
+from checkpoints/). For the first k members the table gives the ensemble's validation accuracy
+and its test accuracy on the answer key (reported only: nothing here is chosen on it), CPU and
+wall seconds (training of the k members plus their inference on validation and test images).
+Rows are merged into bench/results/ensemble.json, keyed by (members, preset, tta).
+"""
+import argparse
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench import ROOT, machine, table
+
+WORK = ROOT / "bench/work"
+RESULTS = ROOT / "bench/results/ensemble.json"
+
+
+def train_member(p, preset: str, seed: int, tr, va) -> dict:
+    """Train (or resume, or reload) one member; its train record and the loaded best model."""
+    from tasks import paths, train
+    name = f"{preset}-{seed}"
+    cfg = p.train.presets[preset]
+    fp = train.fingerprint(cfg, seed, [paths.SPLIT_TRAIN, paths.SPLIT_VAL])
+    work = WORK / name
+    pipeline_ckpt = ROOT / paths.member(name).checkpoints
+    if not train.Checkpoint(work / "checkpoints", fp).load() and train.Checkpoint(pipeline_ckpt, fp).load():
+        shutil.copytree(pipeline_ckpt, work / "checkpoints", dirs_exist_ok=True)
+        print(f"{name}: copied the pipeline's finished checkpoint ({pipeline_ckpt})", flush=True)
+    print(f"{name}: training (or resuming) into {work}", flush=True)
+    model, metrics, state = train.train(cfg, seed, tr, va, fp, work / "checkpoints", work / "dvclive")
+    return {"name": name, "model": model, "val_accuracy": metrics["val_accuracy"],
+            "train_seconds": state["train_seconds"], "train_cpu_seconds": state["cpu_seconds"]}
+
+
+def member_outputs(member: dict, xv, xt, tta: bool) -> dict:
+    """Validation and test probabilities of one member (cached in its work folder) and their cost."""
+    from tasks import ensemble
+    cache = WORK / member["name"] / f"probabilities-{'tta' if tta else 'plain'}.npz"
+    if cache.exists():
+        saved = np.load(cache)
+        return {k: saved[k] for k in saved.files} | json.loads(cache.with_suffix(".json").read_text())
+    views = ensemble.TTA_VIEWS if tta else ()
+    w0, c0 = time.perf_counter(), time.process_time()
+    one = {"m": member["model"]}
+    val, test = ensemble.predict(one, xv, views), ensemble.predict(one, xt, views)
+    cost = {"infer_seconds": time.perf_counter() - w0, "infer_cpu_seconds": time.process_time() - c0}
+    np.savez(cache, val=val, test=test)
+    cache.with_suffix(".json").write_text(json.dumps(cost))
+    return {"val": val, "test": test} | cost
+
+
+def merge(rows: list, path: Path = RESULTS) -> dict:
+    """bench/results/ensemble.json with `rows` replacing those of the same (members, preset, tta)."""
+    key = lambda r: (r["members"], r["preset"], r["tta"])
+    old = json.loads(path.read_text())["rows"] if path.exists() else []
+    new = {key(r) for r in rows}
+    merged = sorted([r for r in old if key(r) not in new] + rows, key=lambda r: (r["preset"], r["members"], r["tta"]))
+    doc = {"machine": machine(), "rows": merged}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    return doc
+
+
+def main() -> None:
+    import pandas as pd
+
+    from tasks import ensemble, params, paths
+    from tasks.io import to_images
+    ap = argparse.ArgumentParser(prog="python -m bench.ensemble", description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="quick")
+    ap.add_argument("--seeds", default="42,1,2,3,4", help="member seeds, in order (default %(default)s)")
+    ap.add_argument("--sizes", default="1,3,5", help="ensemble sizes: the first k members (default %(default)s)")
+    args = ap.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    sizes = [int(k) for k in args.sizes.split(",")]
+    if max(sizes) > len(seeds):
+        ap.error(f"--sizes up to {max(sizes)} needs at least that many --seeds")
+    os.chdir(ROOT)
+    p = params.load()
+    tr, va = pd.read_parquet(paths.SPLIT_TRAIN), pd.read_parquet(paths.SPLIT_VAL)
+    xv, yv = to_images(va)
+    xt, _ = to_images(pd.read_parquet(paths.TEST_PARQUET))
+    yt = pd.read_csv(paths.ANSWER_KEY)["Label"].to_numpy()     # reported, never used to choose
+    print(f"machine: {machine()}; {len(tr):,} training, {len(va):,} validation, {len(xt):,} test images")
+    members = [train_member(p, args.preset, s, tr, va) for s in seeds[:max(sizes)]]
+    rows = []
+    for tta in (False, True):
+        outs = [member_outputs(m, xv, xt, tta) for m in members]
+        for k in sizes:
+            val = ensemble.combine([o["val"] for o in outs[:k]])
+            test = ensemble.combine([o["test"] for o in outs[:k]])
+            cost = lambda key, infer: sum(m[key] + o[infer] for m, o in zip(members[:k], outs[:k]))
+            rows.append({"members": k, "preset": args.preset, "tta": tta,
+                         "member_seeds": seeds[:k],
+                         "member_val_accuracy": [round(m["val_accuracy"], 4) for m in members[:k]],
+                         "val_accuracy": round(float((val.argmax(1) == yv).mean()), 4),
+                         "test_accuracy": round(float((test.argmax(1) == yt).mean()), 4),
+                         "test_errors": int((test.argmax(1) != yt).sum()),
+                         "cpu_seconds": round(cost("train_cpu_seconds", "infer_cpu_seconds"), 1),
+                         "wall_seconds": round(cost("train_seconds", "infer_seconds"), 1)})
+    doc = merge(rows)
+    table(f"Ensembles of {args.preset} members, seeds {args.seeds} ({doc['machine']})",
+          ["members", "TTA", "val acc", "test acc (key)", "test errors", "CPU s", "wall s"],
+          [[r["members"], "yes" if r["tta"] else "no", f"{r['val_accuracy']:.2%}", f"{r['test_accuracy']:.2%}",
+            r["test_errors"], f"{r['cpu_seconds']:,.0f}", f"{r['wall_seconds']:,.0f}"]
+           for r in sorted(rows, key=lambda r: (r["members"], r["tta"]))])
+    print(f"written: {RESULTS.relative_to(ROOT)} ({len(doc['rows'])} rows)")
+
+
+if __name__ == "__main__":
+    main()
