@@ -3,6 +3,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import networkx as nx
@@ -47,10 +48,13 @@ def dvc(repo_dir: Path, *args) -> str:
     return proc.stdout
 
 
+_API = threading.Lock()      # DVC's Python API is not thread-safe; members call it side by side
+
+
 def stage_order(repo_dir: Path) -> list[str]:
     """The pipeline's stages in an order DVC would run them (dependencies first)."""
     from dvc.repo import Repo
-    with Repo(str(repo_dir)) as repo:
+    with _API, Repo(str(repo_dir)) as repo:
         graph = repo.index.graph                     # edges point from a stage to its dependencies
         order = reversed(list(nx.lexicographical_topological_sort(graph, key=lambda s: s.name)))
         return [s.name for s in order if not s.is_data_source]
@@ -59,7 +63,7 @@ def stage_order(repo_dir: Path) -> list[str]:
 def git_tracked_outputs(repo_dir: Path) -> list[str]:
     """Every output (metrics, plots, reports) the pipeline keeps in git rather than DVC's cache."""
     from dvc.repo import Repo
-    with Repo(str(repo_dir)) as repo:
+    with _API, Repo(str(repo_dir)) as repo:
         return sorted({str(Path(o.fs_path).relative_to(Path(repo.root_dir)))
                        for stage in repo.index.stages for o in stage.outs if not o.use_cache})
 
@@ -73,8 +77,9 @@ def is_stale(repo_dir: Path, stage: str) -> bool:
 def stage_command(repo_dir: Path, stage: str) -> str:
     """The shell command of `stage` as dvc.yaml resolves it (foreach stages included)."""
     from dvc.repo import Repo
-    with Repo(str(repo_dir)) as repo:
-        return repo.stage.collect(stage)[0].cmd
+    with _API, Repo(str(repo_dir)) as repo:
+        # an address relative to the cwd would find the cwd's dvc.yaml, not this repository's
+        return repo.stage.collect(f"{Path(repo.root_dir) / 'dvc.yaml'}:{stage}")[0].cmd
 
 
 def repro_stage(repo_dir: Path, stage: str, force: bool, log, outside_lock: bool = False) -> None:

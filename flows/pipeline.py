@@ -70,6 +70,7 @@ def train_members(runner, repo: str, members: list, force: bool, deployment: str
         running[submit(stage)] = stage
     while running:
         done = next(as_completed(list(running)))
+        done.wait()                             # else .state may still be the API's stale Pending
         states[running.pop(done)] = done.state
         following = next(waiting, None)
         if following:

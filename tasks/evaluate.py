@@ -4,8 +4,9 @@ Metrics of the ensemble as submitted (its members and the TTA views of params.ya
 log loss, macro F1, and per-class precision/recall/F1/support (the classification report of seeds
 003/004). Under "ensemble": each member's accuracy, and the ensemble's without and with TTA (with
 the configured views, or all views when none are configured), so the TTA setting is chosen on
-validation. Plots (PNG, plus CSV for DVC where DVC can draw them): confusion matrix, one-vs-rest
-ROC and precision-recall curves with AUC, the most confidently wrong images, every member's
+validation. Under "calibration": ECE, MCE, Brier score and NLL before and after temperature
+scaling (see calibrate), and the temperature that predict applies when params say so. Plots (PNG, plus CSV for DVC where DVC can draw them): confusion matrix, one-vs-rest
+ROC and precision-recall curves with AUC, the reliability diagram, the most confidently wrong images, every member's
 training curves, and the first member's first-layer feature maps for one image.
 """
 from pathlib import Path
@@ -72,6 +73,27 @@ def feature_maps(model, image: np.ndarray, path: Path) -> None:
     plots.feature_maps({n: o[0] for n, o in zip(names, outs)}, image, path)
 
 
+def calibrate(probs: np.ndarray, y: np.ndarray, members: dict, out: Path) -> dict:
+    """Calibration of the ensemble (and of each member when there are several): ECE, MCE, Brier,
+    NLL, and temperature scaling fitted on the even rows of the split, measured on the odd rows
+    (so the "after" figures are not taken on what the temperature was fitted on); the reliability
+    diagram of the odd rows (PNG and CSV for DVC)."""
+    from tasks import calibration
+    fit, held = slice(0, None, 2), slice(1, None, 2)
+    temperature = calibration.fit_temperature(probs[fit], y[fit])
+    scaled = calibration.apply_temperature(probs, temperature)
+    rows = calibration.reliability(probs[held], y[held])
+    write_rows(out / "reliability.csv", ["bin_lower", "bin_upper", "confidence", "accuracy", "count"], rows)
+    plots.reliability(rows, out / "reliability.png", f"Reliability, ensemble of {len(members)} "
+                                                      f"({len(y[held]):,} held-out validation images)")
+    result = {"temperature": temperature, "fitted_on": "even rows of the validation split",
+              "measured_on": "odd rows", "before": calibration.summary(probs[held], y[held]),
+              "after": calibration.summary(scaled[held], y[held])}
+    if len(members) > 1:
+        result["members"] = {name: calibration.summary(p[held], y[held]) for name, p in members.items()}
+    return result
+
+
 def evaluate(models: dict, frame: pd.DataFrame, out: Path, live_dirs: dict, tta=()) -> dict:
     """Metrics and plots of the ensemble {member: model} on `frame`, written under `out`."""
     from tasks import ensemble
@@ -89,6 +111,7 @@ def evaluate(models: dict, frame: pd.DataFrame, out: Path, live_dirs: dict, tta=
         "accuracy_without_tta": float((plain.argmax(axis=1) == y).mean()),
         "accuracy_with_tta": float((with_tta.argmax(axis=1) == y).mean()), "tta_measured": list(measured_views)}
     out.mkdir(parents=True, exist_ok=True)
+    result["calibration"] = calibrate(probs, y, members, out)
     write_rows(out / "confusion.csv", ["actual", "predicted"], zip(y.tolist(), pred.tolist()))
     plots.confusion(skm.confusion_matrix(y, pred, labels=range(10)), out / "confusion_matrix.png")
     roc, pr = one_vs_rest(y, probs)

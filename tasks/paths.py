@@ -62,6 +62,7 @@ SUBMISSION = SUBMISSION_DIR / "submission.csv"
 PROBABILITIES = SUBMISSION_DIR / "probabilities.parquet"
 SCORE_METRICS = METRICS_DIR / "score.json"
 BASELINE_METRICS = METRICS_DIR / "baselines.json"
+ROBUSTNESS_METRICS = METRICS_DIR / "robustness.json"
 REPORT = Path("reports/report.md")
 
 
@@ -72,3 +73,4 @@ def cache_dir() -> Path:
 EVAL_PLOTS = PLOTS_DIR / "evaluate"
 EDA_PLOTS = PLOTS_DIR / "eda"
 BASELINE_PLOTS = PLOTS_DIR / "baselines"
+ROBUSTNESS_PLOTS = PLOTS_DIR / "robustness"

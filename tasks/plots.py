@@ -15,14 +15,15 @@ def save(fig, path) -> None:
 
 
 def digit_grid(images, titles, path, cols=10, title=None) -> None:
-    """A grid of 28x28 digits with one caption each."""
+    """A grid of 28x28 uint8 digits with one caption each, on the fixed 0..255 grey scale (so
+    changes of brightness and contrast show)."""
     rows = max(1, int(np.ceil(len(images) / cols)))
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.2, rows * 1.4), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i, (img, text) in enumerate(zip(images, titles)):
         ax = axes.flat[i]
-        ax.imshow(np.asarray(img).reshape(28, 28), cmap="gray_r")
+        ax.imshow(np.asarray(img).reshape(28, 28), cmap="gray_r", vmin=0, vmax=255)
         ax.set_title(text, fontsize=7)
     if title:
         fig.suptitle(title, y=1.03)
@@ -98,3 +99,38 @@ def scatter(points: dict, path, title: str, xlabel: str, ylabel: str) -> None:
     ax.set(xscale="log", title=title, xlabel=xlabel, ylabel=ylabel)
     ax.grid(alpha=0.3)
     save(fig, path)
+
+
+def reliability(rows, path, title: str) -> None:
+    """Reliability diagram from rows (bin_lower, bin_upper, confidence, accuracy, count), as
+    calibration.reliability gives them: accuracy per confidence bin against the diagonal, shaded up
+    to the bin's mean confidence, and the bins' counts (log scale) in a panel below."""
+    lower, upper, conf, acc, count = (np.asarray(c, dtype=float) for c in zip(*rows))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(5.5, 6), sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 1]})
+    top.bar(lower, acc, width=upper - lower, align="edge", edgecolor="black", label="accuracy")
+    top.bar(lower, conf - acc, bottom=acc, width=upper - lower, align="edge", color="tab:red", alpha=0.3,
+            edgecolor="tab:red", hatch="//", label="gap to the mean confidence")
+    top.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    top.set(ylabel="accuracy", ylim=(0, 1), title=title)
+    top.legend(fontsize=8, loc="upper left")
+    bottom.bar(lower, count, width=upper - lower, align="edge", color="tab:gray", edgecolor="black")
+    bottom.set(xlabel="confidence (largest probability)", ylabel="images", yscale="log", xlim=(0, 1))
+    save(fig, path)
+
+
+def grouped_bars(table: dict, path, title: str, ylabel: str) -> None:
+    """{group: {series: value}}: one cluster of bars per group (x axis), one colour per series."""
+    groups = list(table)
+    series = list(dict.fromkeys(s for values in table.values() for s in values))
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(groups) * max(1, len(series) / 2)), 4))
+    for i, name in enumerate(series):
+        xs = np.arange(len(groups)) + (i - (len(series) - 1) / 2) * width
+        ax.bar(xs, [table[g].get(name, np.nan) for g in groups], width, label=name)
+    ax.set_xticks(range(len(groups)), groups, rotation=45, ha="right")
+    ax.set(title=title, ylabel=ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
+    save(fig, path)
+

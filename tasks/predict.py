@@ -1,6 +1,9 @@
 """Stage predict: test.csv (as Parquet, through the same conversion as training) -> a checked
 Kaggle submission `ImageId,Label` from the ensemble (the mean of its members' probabilities, over
-the TTA views of params.yaml), plus those N x 10 class probabilities."""
+the TTA views of params.yaml), plus those N x 10 class probabilities (divided by the temperature
+evaluate fitted on validation when calibration.temperature is true)."""
+import json
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -34,6 +37,11 @@ def main() -> None:
     p = params_mod.load()
     models = ensemble.load(ensemble.model_files(p.ensemble.members))
     probs = predict(models, pq.read_table(paths.TEST_PARQUET).to_pandas(), p.ensemble.tta)
+    if p.calibration.temperature:         # fitted by evaluate on validation; argmax is unchanged
+        from tasks import calibration
+        temperature = json.loads(paths.EVALUATE_METRICS.read_text())["calibration"]["temperature"]
+        probs = calibration.apply_temperature(probs, temperature)
+        print(f"predict: probabilities scaled by the temperature {temperature:.3f} fitted on validation")
     write_submission(probs, paths.SUBMISSION, paths.PROBABILITIES)
     what = f"ensemble of {len(models)} ({', '.join(models)})" + (f", TTA {'+'.join(p.ensemble.tta)}" if p.ensemble.tta else "")
     print(f"predict: {len(probs):,} test images, {what} -> {paths.SUBMISSION} (checked), {paths.PROBABILITIES}")

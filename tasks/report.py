@@ -54,6 +54,27 @@ def render() -> str:
     parts += ["## Ensemble members (validation)", "",
               table(["member", "preset", "seed", "val. accuracy", "epochs (best)", "train s", "CPU s", "stage s"], rows),
               "", "The most confidently wrong images below are the ensemble's, as submitted.", ""]
+    cal = ev.get("calibration")
+    if cal:
+        rows = [[k, f"{cal['before'][k]:.4f}", f"{cal['after'][k]:.4f}"]
+                for k in ("ece", "mce", "brier", "nll", "accuracy", "mean_confidence")]
+        parts += [f"## Calibration (validation, {cal['measured_on']})", "",
+                  f"Temperature {cal['temperature']:.3f}, fitted on the {cal['fitted_on']}.", "",
+                  table(["measure", "as predicted", "after temperature scaling"], rows), "",
+                  image(paths.EVAL_PLOTS / "reliability.png", "reliability diagram"), ""]
+    robust = load(paths.ROBUSTNESS_METRICS)
+    if robust:
+        models = robust["models"]
+        names = list(next(iter(models.values()))["corruptions"])
+        rows = [[c] + [f"{m['corruptions'][c]:.4f}" for m in models.values()] for c in names]
+        rows = [["**clean**"] + [f"**{m['clean']:.4f}**" for m in models.values()]] + rows
+        rows += [["**mean over corruptions**"] + [f"**{m['mean_corrupted']:.4f}**" for m in models.values()],
+                 ["error relative to clean"] + [f"{m['relative_error']:.1f}x" if m["relative_error"] else "-"
+                                                for m in models.values()]]
+        parts += [f"## Robustness ({robust['images']:,} validation images per corruption)", "",
+                  table(["corruption"] + list(models), rows), "",
+                  image(paths.ROBUSTNESS_PLOTS / "accuracy.png", "accuracy under corruptions"), "",
+                  image(paths.ROBUSTNESS_PLOTS / "examples.png", "one image under every corruption"), ""]
     per = ev["per_class"]
     parts += ["## Per-class report (validation)", "", table(
         ["digit", "precision", "recall", "F1", "support", "ROC AUC", "avg. precision"],

@@ -1,4 +1,5 @@
 """Metrics on hand-made predictions, the submission checker's rules, score, the report, PNGs."""
+import json
 import subprocess
 import sys
 
@@ -169,8 +170,21 @@ def test_report_with_answer_key_and_baselines(tmp_path, monkeypatch):
                       {"models": {"knn": model(0.97), "svc_rbf": model(0.98)}, "detector": detector})
     (tmp_path / paths.EVAL_PLOTS).mkdir(parents=True)
     (tmp_path / paths.EVAL_PLOTS / "confusion_matrix.png").write_bytes(b"")
+    summary = lambda ece: {"ece": ece, "mce": 0.2, "brier": 0.01, "nll": 0.02, "accuracy": 0.995, "mean_confidence": 0.99}
+    ev = json.loads(paths.EVALUATE_METRICS.read_text())
+    write_json(paths.EVALUATE_METRICS, ev | {"calibration": {
+        "temperature": 1.25, "fitted_on": "even rows of the validation split", "measured_on": "odd rows",
+        "before": summary(0.004), "after": summary(0.0015)}})
+    robust = lambda clean, fog: {"clean": clean, "mean_corrupted": (clean + fog) / 2,
+                                 "relative_error": (1 - (clean + fog) / 2) / (1 - clean), "corruptions": {"fog": fog}}
+    write_json(paths.ROBUSTNESS_METRICS, {"images": 2000, "models": {"cnn": robust(0.99, 0.95), "svc_rbf": robust(0.98, 0.5)}})
     text = report.render()
     t = tables(text)
+    assert t["Calibration (validation, odd rows)"][1] == ["ece", "0.0040", "0.0015"]
+    assert "Temperature 1.250, fitted on the even rows of the validation split." in text
+    assert t["Robustness (2,000 validation images per corruption)"] == [
+        ["corruption", "cnn", "svc_rbf"], ["**clean**", "**0.9900**", "**0.9800**"], ["fog", "0.9500", "0.5000"],
+        ["**mean over corruptions**", "**0.9700**", "**0.7400**"], ["error relative to clean", "3.0x", "13.0x"]]
     assert ["**test accuracy (answer key)**", "**0.9957** (43 errors of 10000)"] in t["Summary"]
     assert ["validation errors", "29 of 6000"] in t["Summary"] and ["ensemble", "2 member(s), TTA none"] in t["Summary"]
     assert ["machine", "2 CPU cores, AMD EPYC, AVX2"] in t["Summary"]

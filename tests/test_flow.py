@@ -22,15 +22,24 @@ def prefect_api():
 
 @pytest.fixture(scope="module")
 def flow_repo(tmp_path_factory, mnist, prefect_api):
-    """A sample repo with tiny training params committed, and the first flow run over it."""
+    """A sample repo with tiny training params and two members committed, and the first flow run
+    over it, training both members at once in the one clone."""
     from flows.pipeline import pipeline
     repo = make_repo(tmp_path_factory.mktemp("flow"))
     write_sample(repo / "data/kaggle", mnist, n_train=500, n_test=60)
-    set_params(repo, **TINY)
+    set_params(repo, **TINY, **{"ensemble.members": MEMBERS})
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "sample")
-    state = pipeline(repo_dir=str(repo), retry_delay_seconds=0, return_state=True)
+    state = pipeline(repo_dir=str(repo), retry_delay_seconds=0, train_concurrency=2, return_state=True)
     return repo, state
+
+
+MEMBERS = {"quick-42": {"preset": "quick", "seed": 42}, "quick-7": {"preset": "quick", "seed": 7}}
+
+
+def overlap(runs) -> bool:
+    """True if every run started before each of the others ended (they ran at the same time)."""
+    return max(r.start_time for r in runs) < min(r.end_time for r in runs)
 
 
 def flow_run_name(state) -> str:
@@ -59,10 +68,14 @@ def test_flow_runs_every_stage_then_skips_them(flow_repo):
     assert state.is_completed()
     statuses = state.result()
     assert list(statuses) == dvc_ops.stage_order(repo)
-    assert set(statuses.values()) == {"Completed"} and "train" in statuses and "report" in statuses
+    assert set(statuses.values()) == {"Completed"} and "report" in statuses
+    assert {"train@quick-42", "train@quick-7"} <= set(statuses)
     assert (repo / "submission/submission.csv").exists() and (repo / "reports/report.md").exists()
     runs = {r.name: r for r in task_runs(state.state_details.flow_run_id)}
     assert set(runs) == set(statuses) and all(r.state.name == "Completed" for r in runs.values())
+    assert overlap([runs["train@quick-42"], runs["train@quick-7"]])   # train_concurrency=2: side by side
+    assert sh(repo, "dvc", "status", "--json").stdout.strip() == "{}"   # both recorded in dvc.lock
+    assert json.loads((repo / "metrics/evaluate.json").read_text())["ensemble"]["size"] == 2
     assert flow_run_name(state) in experiments(repo)            # the run is recorded
 
     saved = set(experiments(repo))
@@ -86,11 +99,13 @@ def test_artifacts_hold_the_metrics_files_values_and_name_the_experiment(flow_re
     assert set(by_key) == {"digits-metrics", "digits-summary"}
     table = by_key["digits-metrics"]
     [row] = json.loads(table) if isinstance(table, str) else table
-    train, ev = (json.loads((repo / f"metrics/{n}.json").read_text()) for n in ("train", "evaluate"))
+    members, ev = (json.loads((repo / f"metrics/{n}.json").read_text()) for n in ("members/quick-42", "evaluate"))
+    other = json.loads((repo / "metrics/members/quick-7.json").read_text())
     name = flow_run_name(state)
     assert row == {"experiment": name, "validation_accuracy": ev["accuracy"], "test_accuracy": None,
-                   "train_seconds": train["train_seconds"], "device": train["device"],
-                   "machine": train["machine"], "preset": "quick"}
+                   "members": "quick-42, quick-7",
+                   "train_seconds": round(members["train_seconds"] + other["train_seconds"], 1),
+                   "device": members["device"], "machine": members["machine"]}
     summary = by_key["digits-summary"]
     assert f"Saved as DVC experiment `{name}`" in summary
     assert "Confusion matrix" in summary and "submission.csv" in summary and "dvc metrics diff" in summary
@@ -105,13 +120,14 @@ def test_overrides_hold_for_one_run_and_each_run_is_an_experiment(flow_repo):
     for epochs in (2, 3):
         state = pipeline(stages=["train", "evaluate"], params={"train.presets.quick.epochs": epochs},
                          repo_dir=str(repo), retry_delay_seconds=0, return_state=True)
-        assert state.is_completed() and state.result()["train"] == "Completed"
+        assert state.is_completed() and state.result()["train@quick-42"] == "Completed"
         assert (repo / "params.yaml").read_text() == before
         names.append(flow_run_name(state))
     saved = experiments(repo)
-    assert [saved[n]["metrics/train.json"]["data"]["epochs"] for n in names] == [2, 3], json.dumps(saved)[:3000]
+    member = "metrics/members/quick-42.json"
+    assert [saved[n][member]["data"]["epochs"] for n in names] == [2, 3], json.dumps(saved)[:3000]
     diff = json.loads(sh(repo, "dvc", "metrics", "diff", *names, "--json").stdout)
-    assert diff["metrics/train.json"]["epochs"] == {"old": 2, "new": 3, "diff": 1}
+    assert diff[member]["epochs"] == {"old": 2, "new": 3, "diff": 1}
     assert "metrics/evaluate.json" in diff
 
 
@@ -206,19 +222,24 @@ def test_deployments_register_with_schedule_and_pools(prefect_api):
     assert nightly.pull_steps[0]["prefect.deployments.steps.set_working_directory"]["directory"] == "{{ $DIGITS_REPO_DIR }}"
 
 
-def test_train_dispatched_to_gpu_pool_through_dvc_remote(tmp_path, mnist, prefect_api):
-    """Two process workers (pools cpu and gpu), two clones, a folder DVC remote: the pipeline on
-    the cpu worker sends training to the gpu worker and ends with the model back in its clone."""
+def test_members_train_side_by_side_on_the_gpu_pool_through_dvc_remote(tmp_path, mnist, prefect_api):
+    """Three process workers (one of pool cpu, two of pool gpu, each with its own clone, --limit 1)
+    and a folder DVC remote: the pipeline on the cpu worker sends each of two members to the gpu
+    pool as its own flow run; both run at once, and the caller ends with both models, the merged
+    dvc.lock (`dvc status` clean) and the ensemble's metrics."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
     from prefect.deployments import run_deployment
     from conftest import ROOT, set_params
     origin = make_repo(tmp_path / "origin")
-    set_params(origin, **TINY)
+    set_params(origin, **TINY, **{"ensemble.members": MEMBERS})
     sh(origin, "dvc", "remote", "add", "-d", "shared", str(tmp_path / "dvc-remote"))
     sh(origin, "git", "add", "-A")
     sh(origin, "git", "commit", "-qm", "project")
-    cpu_clone, gpu_clone = tmp_path / "cpu-worker", tmp_path / "gpu-worker"
-    for clone in (cpu_clone, gpu_clone):
+    clones = {name: tmp_path / name for name in ("cpu-worker", "gpu-worker-1", "gpu-worker-2")}
+    for clone in clones.values():
         sh(tmp_path, "git", "clone", "-q", str(origin), str(clone))
+    cpu_clone = clones["cpu-worker"]
     write_sample(cpu_clone / "data/kaggle", mnist, n_train=400, n_test=40)   # only the cpu side has data
 
     env = os.environ | {"PREFECT_API_URL": prefect_api,
@@ -228,10 +249,10 @@ def test_train_dispatched_to_gpu_pool_through_dvc_remote(tmp_path, mnist, prefec
         subprocess.run(["prefect", "work-pool", "create", pool, "--type", "process", "--overwrite"],
                        cwd=ROOT, env=env, check=True, capture_output=True)
     subprocess.run(["prefect", "--no-prompt", "deploy", "--all"], cwd=ROOT, env=env, check=True, capture_output=True)
-    workers = [subprocess.Popen(["prefect", "worker", "start", "--pool", pool],
-                                env=env | {"DIGITS_REPO_DIR": str(clone)}, stdout=open(tmp_path / f"{pool}.log", "w"),
+    workers = [subprocess.Popen(["prefect", "worker", "start", "--pool", name.split("-")[0], "--limit", "1"],
+                                env=env | {"DIGITS_REPO_DIR": str(clone)}, stdout=open(tmp_path / f"{name}.log", "w"),
                                 stderr=subprocess.STDOUT)
-               for pool, clone in (("cpu", cpu_clone), ("gpu", gpu_clone))]
+               for name, clone in clones.items()]
     try:
         run = run_deployment("digits-pipeline/on-demand", parameters={"train_on": "gpu"}, timeout=900,
                              as_subflow=False)
@@ -239,13 +260,25 @@ def test_train_dispatched_to_gpu_pool_through_dvc_remote(tmp_path, mnist, prefec
         for w in workers:
             w.terminate()
             w.wait(30)
-    logs = "".join((tmp_path / f"{p}.log").read_text() for p in ("cpu", "gpu"))
+    logs = "".join((tmp_path / f"{name}.log").read_text() for name in clones)
     assert run.state.is_completed(), f"{run.state}\n{logs[-4000:]}"
-    # the gpu clone trained (it has the checkpoints); the cpu clone got the model via the remote
-    assert (gpu_clone / "checkpoints/state.json").exists() and not (gpu_clone / "data/raw").exists()
-    assert (cpu_clone / "models/model.keras").exists() and (cpu_clone / "submission/submission.csv").exists()
-    assert (cpu_clone / "metrics/train.json").read_text() == (gpu_clone / "metrics/train.json").read_text()
-    status = sh(cpu_clone, "dvc", "status", "train").stdout
-    assert "up to date" in status or status.strip() == ""
+    # each member ran as its own flow run of the train deployment, at the same time
+    with get_client(sync_client=True) as client:
+        remote = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            name=FlowRunFilterName(any_=["train@quick-42", "train@quick-7"])))
+    remote = [r for r in remote if r.state.is_completed() and r.start_time >= run.start_time]
+    assert sorted(r.name for r in remote) == ["train@quick-42", "train@quick-7"]
+    assert overlap(remote), [(r.name, r.start_time, r.end_time) for r in remote]
+    # each gpu clone trained one member (its checkpoints) and never had the raw data
+    trained = {name: sorted(p.name for p in (clones[name] / "checkpoints").iterdir() if p.is_dir())
+               for name in ("gpu-worker-1", "gpu-worker-2")}
+    assert sorted(sum(trained.values(), [])) == ["quick-42", "quick-7"], trained
+    assert not any((clones[name] / "data/raw").exists() for name in trained)
+    # the cpu clone got both models through the remote, the merged lock and the ensemble's metrics
+    for member in MEMBERS:
+        assert (cpu_clone / "models" / f"{member}.keras").exists()
+    assert sh(cpu_clone, "dvc", "status", "--json").stdout.strip() == "{}"
+    assert json.loads((cpu_clone / "metrics/evaluate.json").read_text())["ensemble"]["size"] == 2
+    assert (cpu_clone / "submission/submission.csv").exists()
     # the cpu worker's run is an experiment, pushed to the git remote it was cloned from
     assert sh(origin, "git", "for-each-ref", "refs/exps").stdout.strip()

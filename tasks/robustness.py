@@ -1,0 +1,94 @@
+"""Stage robustness: accuracy of the CNN and of some baselines on validation images under the
+MNIST-C-style corruptions of tasks/corruptions.py, against their accuracy on the clean images.
+
+The first `robustness.images` validation images are corrupted once each, seeded by
+`robustness.seed`; "cnn" is the pipeline's ensemble with its TTA setting (tasks/ensemble.py;
+with several members each is also measured alone, "cnn <member>"), and the baselines
+named in `robustness.baselines` are refitted exactly as stage baselines fits them (same seed,
+scaling and subsample). "relative_error" is the mean error over the corruptions divided by the
+clean error: how many times more mistakes a model makes on corrupted digits.
+Writes metrics/robustness.json and plots/robustness/ (accuracy.csv and .png, examples.png).
+"""
+import time
+
+import numpy as np
+import pandas as pd
+
+from tasks import baselines, corruptions, ensemble, paths, plots
+from tasks import params as params_mod
+from tasks.cli import run_stage
+from tasks.io import atomic_path, to_images, write_json, write_rows
+
+CNN = "cnn"
+CLEAN = "clean"
+
+
+def corrupted(x, seed: int) -> dict:
+    """{"clean": x, corruption: x corrupted, ...} in the order of corruptions.CORRUPTIONS."""
+    return {CLEAN: x} | {name: corruptions.corrupt(x, name, seed) for name in corruptions.CORRUPTIONS}
+
+
+def measure(classifiers: dict, sets: dict, y, log=print) -> dict:
+    """Accuracy of each classifier (uint8 images [n, 28, 28] -> labels [n]) on each set of images.
+
+    `sets` is `corrupted`'s result; the answer is the "models" part of metrics/robustness.json.
+    relative_error is None where the clean error is 0 (the ratio has no value).
+    """
+    y = np.asarray(y)
+    out = {}
+    for name, classify in classifiers.items():
+        t0 = time.perf_counter()
+        acc = {s: float(np.mean(np.asarray(classify(images)) == y)) for s, images in sets.items()}
+        clean = acc.pop(CLEAN)
+        mean = float(np.mean(list(acc.values())))
+        out[name] = {"clean": clean, "mean_corrupted": mean,
+                     "relative_error": (1 - mean) / (1 - clean) if clean < 1 else None,
+                     "corruptions": acc}
+        log(f"robustness {name}: clean {clean:.4f}, corrupted {mean:.4f} on average, "
+            f"worst {min(acc, key=acc.get)} {min(acc.values()):.4f} ({time.perf_counter() - t0:.1f} s)")
+    return out
+
+
+def fit_baselines(names, models: dict, x, y, seed: int, log=print) -> dict:
+    """name -> classifier of uint8 images, each fitted on (x flat, y) as stage baselines fits it."""
+    out = {}
+    for name in names:
+        cfg = models[name]
+        t0 = time.perf_counter()
+        model = baselines.make_model(name, cfg, seed).fit(*baselines.subsample(x, y, cfg.train_size, seed))
+        log(f"robustness {name}: fitted in {time.perf_counter() - t0:.1f} s")
+        out[name] = lambda images, m=model: m.predict(np.asarray(images).reshape(len(images), -1))
+    return out
+
+
+def write_plots(out, models: dict, sets: dict) -> None:
+    table = {s: {m: (r["clean"] if s == CLEAN else r["corruptions"][s]) for m, r in models.items()} for s in sets}
+    write_rows(out / "accuracy.csv", ["corruption", "model", "accuracy"],
+               [[s, m, acc] for s, row in table.items() for m, acc in row.items()])
+    plots.grouped_bars(table, out / "accuracy.png", f"Accuracy under corruptions ({len(sets[CLEAN]):,} "
+                       "validation images)", "accuracy")
+    plots.digit_grid([images[0] for images in sets.values()], list(sets), out / "examples.png", cols=9,
+                     title="One validation image under every corruption")
+
+
+def main() -> None:
+    p = params_mod.load()
+    xv, yv = to_images(pd.read_parquet(paths.SPLIT_VAL))
+    n = min(p.robustness.images or len(yv), len(yv))
+    xv, yv = xv[:n].reshape(n, *xv.shape[1:3]), yv[:n]
+    x, y = baselines.flat(pd.read_parquet(paths.SPLIT_TRAIN))
+    models = ensemble.load(ensemble.model_files(p.ensemble.members))
+    classifiers = {CNN: lambda images: ensemble.predict(models, images, p.ensemble.tta).argmax(axis=1)}
+    if len(models) > 1:                     # the ensemble as CNN, and each member alone beside it
+        classifiers |= {f"{CNN} {name}": (lambda images, m=m: ensemble.predict({name: m}, images).argmax(axis=1))
+                        for name, m in models.items()}
+    classifiers |= fit_baselines(p.robustness.baselines, p.baselines.models, x, y, p.base.seed)
+    sets = corrupted(xv, p.robustness.seed)
+    models = measure(classifiers, sets, yv)
+    with atomic_path(paths.ROBUSTNESS_PLOTS, directory=True) as tmp:
+        write_plots(tmp, models, sets)
+    write_json(paths.ROBUSTNESS_METRICS, {"images": n, "models": models})
+
+
+if __name__ == "__main__":
+    run_stage(main)
