@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from tasks import paths, preprocess
+from tasks import preprocess
 
 MAX_UPLOAD = 5 * 1024 * 1024        # bytes of image
 MAX_BODY = MAX_UPLOAD + 64 * 1024   # the multipart envelope around it

@@ -1,4 +1,4 @@
-"""Benchmarks: python -m bench [--only data,validate-scale,train,predict,baselines,noop] [--seed001-epochs N].
+"""Benchmarks: python -m bench [--only data,validate-scale,train,predict,baselines,robustness,noop] [--seed001-epochs N].
 
 Prints one table per part. Speed targets live here, not in tests:
   data     each data stage as `python -m tasks.<stage>` on the full bundled data (60,000 + 10,000)
@@ -10,6 +10,7 @@ Prints one table per part. Speed targets live here, not in tests:
            first reaches 99.4% validation accuracy (seed001 capped at --seed001-epochs)
   predict  28,000 test images (Kaggle's test size) through the ensemble of params.yaml
   baselines  the scikit-learn models with default params, per model and in total
+  robustness  the robustness stage's command on this workspace's split and ensemble (2-minute target)
   noop     `dvc repro` of this workspace when DVC finds every stage up to date (after `make repro`)
 """
 import argparse
@@ -212,9 +213,23 @@ def bench_noop() -> None:
     table(f"No-op dvc repro ({machine()})", ["command", "seconds"], [["dvc repro", f"{time.perf_counter() - t0:.2f}"]])
 
 
+def bench_robustness() -> None:
+    """The robustness stage's command on this workspace's split and ensemble, in a scratch
+    folder (so the workspace's outputs stay as DVC recorded them); target: at most 2 minutes."""
+    import json
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(ROOT / "params.yaml", tmp)
+        for name in ("data", "models"):
+            os.symlink(ROOT / name, Path(tmp) / name)
+        seconds, rss = measured([sys.executable, "-m", "tasks.robustness"], tmp, os.environ | {"PYTHONPATH": str(ROOT)})
+        models = json.loads((Path(tmp) / "metrics/robustness.json").read_text())["models"]
+    table(f"Robustness stage ({machine()})", ["models", "seconds", "peak RSS MiB", "target"],
+          [[", ".join(models), f"{seconds:.1f}", f"{rss / 2**20:,.0f}", "at most 120 s"]])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    ap.add_argument("--only", default="data,train,predict,baselines,noop",
+    ap.add_argument("--only", default="data,train,predict,baselines,robustness,noop",
                     help="comma-separated parts; validate-scale is not in the default (minutes, GBs of disk)")
     ap.add_argument("--scale-rows", default=",".join(map(str, SCALE_ROWS)),
                     help="row counts for validate-scale (default %(default)s)")
@@ -234,6 +249,8 @@ def main() -> None:
         bench_predict()
     if "baselines" in parts:
         bench_baselines()
+    if "robustness" in parts:
+        bench_robustness()
     if "noop" in parts:
         bench_noop()
 

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks import paths
 from tasks.io import SIDE, atomic_path, sha256
 
 BATCH = 256                                       # images preprocessed per batch
