@@ -3,6 +3,7 @@
     python -m bench.ensemble                                   # quick members, seeds 42,1,2,3,4
     python -m bench.ensemble --seeds 42,1,2 --sizes 1,3        # fewer members first; re-run to add
     python -m bench.ensemble --preset lite --seeds 42,1,2 --sizes 1,3
+    python -m bench.ensemble --sizes 1,5 --robustness          # also accuracy under corruptions
 
 Members train on the full split exactly as the pipeline's train@<member> stages do
 (tasks.train.train, same fingerprint), into bench/work/<preset>-<seed>/ (resumable: a killed or
@@ -11,6 +12,11 @@ from checkpoints/). For the first k members the table gives the ensemble's valid
 and its test accuracy on the answer key (reported only: nothing here is chosen on it), CPU and
 wall seconds (training of the k members plus their inference on validation and test images).
 Rows are merged into bench/results/ensemble.json, keyed by (members, preset, tta).
+
+--robustness also runs the robustness stage's measurement (tasks/robustness.py: the first
+robustness.images validation images under every corruption, seeded by robustness.seed) for each
+ensemble size without and with TTA, and writes bench/results/robustness.json: does the ensemble,
+or TTA, make the CNN more robust?
 """
 import argparse
 import json
@@ -25,6 +31,7 @@ from bench import ROOT, machine, table
 
 WORK = ROOT / "bench/work"
 RESULTS = ROOT / "bench/results/ensemble.json"
+ROBUSTNESS = ROOT / "bench/results/robustness.json"
 
 
 def train_member(p, preset: str, seed: int, tr, va) -> dict:
@@ -73,6 +80,31 @@ def merge(rows: list, path: Path = RESULTS) -> dict:
     return doc
 
 
+def robustness(p, members: list, sizes: list, xv, yv) -> None:
+    """Accuracy under the corruptions of the first k members, without and with TTA."""
+    from tasks import ensemble
+    from tasks import robustness as rb
+    n = p.robustness.images or len(yv)
+    sets = rb.corrupted(xv[:n].reshape(-1, 28, 28), p.robustness.seed)
+    classifiers = {}
+    for k in sizes:
+        models = {m["name"]: m["model"] for m in members[:k]}
+        for tta in (False, True):
+            views = ensemble.TTA_VIEWS if tta else ()
+            classifiers[f"{k} member(s){', TTA' if tta else ''}"] = (
+                lambda images, models=models, views=views: ensemble.predict(models, images, views).argmax(axis=1))
+    result = rb.measure(classifiers, sets, yv[:n])
+    ROBUSTNESS.write_text(json.dumps({"machine": machine(), "images": n, "seed": p.robustness.seed,
+                                      "members": [m["name"] for m in members[:max(sizes)]], "models": result}, indent=1) + "\n")
+    worst = sorted(next(iter(result.values()))["corruptions"], key=lambda c: next(iter(result.values()))["corruptions"][c])[:4]
+    table(f"Accuracy under corruptions, {n:,} validation images ({machine()})",
+          ["ensemble", "clean", "mean corrupted", "error x clean"] + worst,
+          [[name, f"{r['clean']:.4f}", f"{r['mean_corrupted']:.4f}",
+            f"{r['relative_error']:.1f}" if r["relative_error"] else "-"] + [f"{r['corruptions'][c]:.4f}" for c in worst]
+           for name, r in result.items()])
+    print(f"written: {ROBUSTNESS.relative_to(ROOT)}")
+
+
 def main() -> None:
     import pandas as pd
 
@@ -82,6 +114,7 @@ def main() -> None:
     ap.add_argument("--preset", default="quick")
     ap.add_argument("--seeds", default="42,1,2,3,4", help="member seeds, in order (default %(default)s)")
     ap.add_argument("--sizes", default="1,3,5", help="ensemble sizes: the first k members (default %(default)s)")
+    ap.add_argument("--robustness", action="store_true", help="also accuracy under the corruptions, per size and TTA")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     sizes = [int(k) for k in args.sizes.split(",")]
@@ -117,6 +150,8 @@ def main() -> None:
             r["test_errors"], f"{r['cpu_seconds']:,.0f}", f"{r['wall_seconds']:,.0f}"]
            for r in sorted(rows, key=lambda r: (r["members"], r["tta"]))])
     print(f"written: {RESULTS.relative_to(ROOT)} ({len(doc['rows'])} rows)")
+    if args.robustness:
+        robustness(p, members, sizes, xv, yv)
 
 
 if __name__ == "__main__":
