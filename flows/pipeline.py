@@ -151,7 +151,7 @@ def pipeline(stages: list[str] | None = None, force: bool = False, params: dict 
                                        deployment, train_concurrency)
             else:
                 states = {stage: runner(str(repo), stage, force, deployment, return_state=True)}
-            statuses |= {s: st.name for s, st in states.items()}
+            statuses |= {s: states[s].name for s in chosen if s in states}    # in DVC's order
             for st in states.values():
                 if st.is_failed():
                     st.result()                 # raises the stage's own error: the flow fails with it
