@@ -60,7 +60,7 @@ def load_predictor(model_files=None, tta=None) -> Predictor:
         files = {Path(f).stem if len(listed) == 1 else f"{i}:{Path(f).stem}": Path(f) for i, f in enumerate(listed)}
         missing = [str(f) for f in files.values() if not f.exists()]
         if missing:
-            raise FileNotFoundError(f"no model {', '.join(missing)}")
+            raise FileNotFoundError(f"{', '.join(missing)}: no model")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")     # TensorFlow's start-up chatter
     predictor = Predictor(ensemble.load(files), files, tta or ())
     predictor(np.zeros((1, SIDE, SIDE), np.uint8))          # builds the predict functions now
