@@ -1,6 +1,6 @@
 """Fixtures of the recognizer's tests: a small real model and the real server command.
 
-A fresh clone has no models/model.keras (no DVC cache), so the recognizer, API and browser tests
+A fresh clone has no trained models (no DVC cache), so the recognizer, API and browser tests
 train their own model once per session: the pipeline's network (tasks.model.build, the `quick`
 preset's augmentation) shrunk to 16/32 filters, a 64-unit dense layer and no batch norm (its
 moving averages need more steps than this has), 3 epochs on 10,000 real MNIST training images:
