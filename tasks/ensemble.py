@@ -59,10 +59,16 @@ def _predict(model, x: np.ndarray) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, 10), np.float32)
 
 
+def view_probabilities(models: dict, images: np.ndarray, tta=()) -> dict:
+    """{member: [its probabilities for each view]} for uint8 images [n, 28, 28(, 1)]; the first view
+    is the images themselves."""
+    vs = views(images, tta)
+    return {name: [_predict(m, v) for v in vs] for name, m in models.items()}
+
+
 def member_probabilities(models: dict, images: np.ndarray, tta=()) -> dict:
     """{member: its probabilities averaged over the views} for uint8 images [n, 28, 28(, 1)]."""
-    vs = views(images, tta)
-    return {name: combine([_predict(m, v) for v in vs]) for name, m in models.items()}
+    return {name: combine(ps) for name, ps in view_probabilities(models, images, tta).items()}
 
 
 def predict(models: dict, images: np.ndarray, tta=()) -> np.ndarray:

@@ -98,10 +98,11 @@ def evaluate(models: dict, frame: pd.DataFrame, out: Path, live_dirs: dict, tta=
     """Metrics and plots of the ensemble {member: model} on `frame`, written under `out`."""
     from tasks import ensemble
     x, y = to_images(frame)
-    members = ensemble.member_probabilities(models, x)
-    plain = ensemble.combine(list(members.values()))
     measured_views = tuple(tta) or ensemble.TTA_VIEWS
-    with_tta = ensemble.predict(models, x, measured_views)
+    per_view = ensemble.view_probabilities(models, x, measured_views)   # one pass per member and view
+    members = {name: ps[0] for name, ps in per_view.items()}           # the images themselves
+    plain = ensemble.combine(list(members.values()))
+    with_tta = ensemble.combine([ensemble.combine(ps) for ps in per_view.values()])
     probs = with_tta if tta else plain
     pred = probs.argmax(axis=1)
     result = classification_metrics(y, probs)

@@ -77,6 +77,18 @@ def test_identity_only_tta_is_no_tta_and_each_view_is_one_pass(images, models):
     assert with_tta == pytest.approx(np.mean([a.predict_on_batch(v) for v in views], axis=0), abs=1e-6)
 
 
+def test_view_probabilities_give_plain_and_tta_from_one_pass_per_view(images, models):
+    calls = {n: m.calls for n, m in models.items()}
+    per_view = ensemble.view_probabilities(models, images, ("shift", "rotate"))
+    assert {n: m.calls - calls[n] for n, m in models.items()} == {"a": 7, "b": 7}
+    assert list(per_view) == ["a", "b"] and all(len(ps) == 7 and ps[0].shape == (5, 10) for ps in per_view.values())
+    plain = ensemble.member_probabilities(models, images)
+    for name, ps in per_view.items():
+        assert ps[0] == pytest.approx(plain[name], abs=1e-6)            # the first view is the images
+    assert ensemble.combine([ensemble.combine(ps) for ps in per_view.values()]) == pytest.approx(
+        ensemble.predict(models, images, ("shift", "rotate")), abs=1e-6)
+
+
 def test_shift_moves_by_one_pixel_without_wrapping():
     x = np.zeros((1, 28, 28), np.uint8)
     x[0, 0, 5] = 200                                           # on the top edge
