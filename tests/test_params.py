@@ -47,7 +47,7 @@ def test_missing_key_and_wrong_type(raw):
 
 @pytest.mark.parametrize("members, tta, message", [
     ({"big": {"preset": "huge", "seed": 1}}, [],
-     "'ensemble.members.big.preset' is 'huge'; known presets: full, lite, quick, seed001"),
+     "'ensemble.members.big.preset' is 'huge'; known presets: full, lite, long, quick, seed001"),
     ({}, [], "'ensemble.members' is empty; name at least one member"),
     ({"a b": {"preset": "quick", "seed": 1}}, [], "'ensemble.members.a b': a member name is a letter, then"),
     ({"q": {"preset": "quick"}}, [], "missing key 'ensemble.members.q.seed'"),
