@@ -112,15 +112,16 @@ def test_artifacts_hold_the_metrics_files_values_and_name_the_experiment(flow_re
 
 
 def test_overrides_hold_for_one_run_and_each_run_is_an_experiment(flow_repo):
-    """Two runs with different overrides: params.yaml untouched, two experiments whose metrics differ."""
+    """Two runs with different overrides: params.yaml untouched, two experiments whose metrics differ
+    (one member retrained each time, evaluate with it)."""
     from flows.pipeline import pipeline
     repo, _ = flow_repo
     before = (repo / "params.yaml").read_text()
     names = []
     for epochs in (2, 3):
-        state = pipeline(stages=["train", "evaluate"], params={"train.presets.quick.epochs": epochs},
+        state = pipeline(stages=["train@quick-42", "evaluate"], params={"train.presets.quick.epochs": epochs},
                          repo_dir=str(repo), retry_delay_seconds=0, return_state=True)
-        assert state.is_completed() and state.result()["train@quick-42"] == "Completed"
+        assert state.is_completed() and state.result() == {"train@quick-42": "Completed", "evaluate": "Completed"}
         assert (repo / "params.yaml").read_text() == before
         names.append(flow_run_name(state))
     saved = experiments(repo)
