@@ -86,3 +86,6 @@ def set_params(repo: Path, **changes) -> None:
 # A tiny but real run: 1 epoch of a 4-8 filter net on a few hundred images.
 TINY = {"data.source": "kaggle", "train.presets.quick.epochs": 1, "train.presets.quick.batch_size": 64,
         "train.presets.quick.arch.widths": [4, 8], "train.presets.quick.arch.dense": 16}
+
+# Two ensemble members: the default one and a second seed.
+TWO = {"quick-42": {"preset": "quick", "seed": 42}, "quick-7": {"preset": "quick", "seed": 7}}

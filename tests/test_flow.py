@@ -7,7 +7,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import TINY, make_repo, set_params, sh, write_sample
+from conftest import TINY, TWO, make_repo, set_params, sh, write_sample
 
 pytestmark = pytest.mark.integration
 
@@ -27,14 +27,11 @@ def flow_repo(tmp_path_factory, mnist, prefect_api):
     from flows.pipeline import pipeline
     repo = make_repo(tmp_path_factory.mktemp("flow"))
     write_sample(repo / "data/kaggle", mnist, n_train=500, n_test=60)
-    set_params(repo, **TINY, **{"ensemble.members": MEMBERS})
+    set_params(repo, **TINY, **{"ensemble.members": TWO})
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "sample")
     state = pipeline(repo_dir=str(repo), retry_delay_seconds=0, train_concurrency=2, return_state=True)
     return repo, state
-
-
-MEMBERS = {"quick-42": {"preset": "quick", "seed": 42}, "quick-7": {"preset": "quick", "seed": 7}}
 
 
 def overlap(runs) -> bool:
@@ -233,7 +230,7 @@ def test_members_train_side_by_side_on_the_gpu_pool_through_dvc_remote(tmp_path,
     from prefect.deployments import run_deployment
     from conftest import ROOT, set_params
     origin = make_repo(tmp_path / "origin")
-    set_params(origin, **TINY, **{"ensemble.members": MEMBERS})
+    set_params(origin, **TINY, **{"ensemble.members": TWO})
     sh(origin, "dvc", "remote", "add", "-d", "shared", str(tmp_path / "dvc-remote"))
     sh(origin, "git", "add", "-A")
     sh(origin, "git", "commit", "-qm", "project")
@@ -281,7 +278,7 @@ def test_members_train_side_by_side_on_the_gpu_pool_through_dvc_remote(tmp_path,
     assert sorted(sum(trained.values(), [])) == ["quick-42", "quick-7"], trained
     assert not any((clones[name] / "data/raw").exists() for name in trained)
     # the cpu clone got both models through the remote, the merged lock and the ensemble's metrics
-    for member in MEMBERS:
+    for member in TWO:
         assert (cpu_clone / "models" / f"{member}.keras").exists()
     assert sh(cpu_clone, "dvc", "status", "--json").stdout.strip() == "{}"
     assert json.loads((cpu_clone / "metrics/evaluate.json").read_text())["ensemble"]["size"] == 2

@@ -4,7 +4,7 @@ import json
 import pandas as pd
 import pytest
 
-from conftest import TINY, make_repo, set_params, sh, write_sample
+from conftest import TINY, TWO, make_repo, set_params, sh, write_sample
 
 pytestmark = pytest.mark.integration
 
@@ -35,9 +35,6 @@ def test_data_stages_from_kaggle_files_then_noop_then_change(tmp_path, mnist):
     assert proc.returncode != 0
     assert "column label: 1 value outside the integers 0..9 (rows 5)" in proc.stderr + proc.stdout
     assert "Running stage 'convert'" not in proc.stdout
-
-
-TWO = {"quick-42": {"preset": "quick", "seed": 42}, "quick-7": {"preset": "quick", "seed": 7}}
 
 
 def test_full_repro_then_compare_branches(tmp_path):
