@@ -1,4 +1,4 @@
-"""Benchmarks: python -m bench [--only data,validate-scale,train,predict,baselines,robustness,noop] [--seed001-epochs N].
+"""Benchmarks: python -m bench [--only data,validate-scale,train,augment,predict,baselines,robustness,noop] [--seed001-epochs N].
 
 Prints one table per part. Speed targets live here, not in tests:
   data     each data stage as `python -m tasks.<stage>` on the full bundled data (60,000 + 10,000)
@@ -8,6 +8,9 @@ Prints one table per part. Speed targets live here, not in tests:
            4 GB of free disk for the generated files, deleted afterwards
   train    `quick` against `seed001` on the same split and machine: images/s and the time each
            first reaches 99.4% validation accuracy (seed001 capped at --seed001-epochs)
+  augment  the cost of the robust augmentation: `quick` training steps with its augmentation
+           against the same net with the affine augmentation only, alternated over 3 rounds,
+           as seconds per epoch of the split (the same process, machine and data)
   predict  28,000 test images (Kaggle's test size) through the ensemble of params.yaml
   baselines  the scikit-learn models with default params, per model and in total
   robustness  the robustness stage's command on this workspace's split and ensemble (2-minute target)
@@ -163,6 +166,43 @@ def bench_train(seed001_epochs: int) -> None:
               f"{total / q['seconds']:.1f}x sooner (no extrapolation)")
 
 
+def bench_augment(rounds: int = 3, steps: int = 96) -> None:
+    import dataclasses
+
+    import keras
+    import numpy as np
+    import pandas as pd
+
+    from tasks import model, params, paths, train
+    from tasks.io import to_images
+    p = params.load(ROOT / "params.yaml")
+    cfg = p.train.presets["quick"]
+    affine_only = dataclasses.replace(cfg.augment, elastic=0.0, degrade=0.0)
+    x, y = to_images(pd.read_parquet(ROOT / paths.SPLIT_TRAIN))
+    n = steps * cfg.batch_size
+    xs, ys = x[:n], np.eye(10, dtype="float32")[y[:n]]
+    nets = {}
+    for name, augment in (("affine only", affine_only), ("quick (robust)", cfg.augment)):
+        keras.utils.set_random_seed(0)
+        net = model.build(cfg.arch, augment, seed=0)
+        net.compile(optimizer=train.make_optimizer(cfg, steps), loss="categorical_crossentropy",
+                    metrics=["accuracy"], steps_per_execution=16)
+        net.fit(xs[:16 * cfg.batch_size], ys[:16 * cfg.batch_size], batch_size=cfg.batch_size, verbose=0)  # traces
+        nets[name] = net
+    seconds = {name: [] for name in nets}
+    for _ in range(rounds):
+        for name, net in nets.items():
+            t0 = time.perf_counter()
+            net.fit(xs, ys, batch_size=cfg.batch_size, epochs=1, verbose=0)
+            seconds[name].append((time.perf_counter() - t0) * len(x) / n)
+    base = np.median(seconds["affine only"])
+    rows = [[name, f"{min(s):.1f}", f"{np.median(s):.1f}", f"{max(s):.1f}", f"{len(x) / np.median(s):,.0f}",
+             f"{np.median(s) / base:.3f}"] for name, s in seconds.items()]
+    table(f"Training epoch of {len(x):,} images with and without the robust augmentation, {rounds} rounds "
+          f"of {n:,} images each ({machine()})",
+          ["augmentation", "min s/epoch", "median s/epoch", "max s/epoch", "images/s", "ratio"], rows)
+
+
 def bench_predict() -> None:
     import numpy as np
     import pandas as pd
@@ -229,7 +269,7 @@ def bench_robustness() -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    ap.add_argument("--only", default="data,train,predict,baselines,robustness,noop",
+    ap.add_argument("--only", default="data,train,augment,predict,baselines,robustness,noop",
                     help="comma-separated parts; validate-scale is not in the default (minutes, GBs of disk)")
     ap.add_argument("--scale-rows", default=",".join(map(str, SCALE_ROWS)),
                     help="row counts for validate-scale (default %(default)s)")
@@ -245,6 +285,8 @@ def main() -> None:
         bench_validate_scale(tuple(int(n) for n in args.scale_rows.split(",")))
     if "train" in parts:
         bench_train(args.seed001_epochs)
+    if "augment" in parts:
+        bench_augment()
     if "predict" in parts:
         bench_predict()
     if "baselines" in parts:

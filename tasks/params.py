@@ -56,6 +56,9 @@ class Augment:
     rotation: float             # degrees, uniform in [-rotation, rotation]
     zoom: float                 # relative, scale uniform in [1 - zoom, 1 + zoom]
     shift: float                # fraction of the image side, both axes
+    elastic: float              # elastic distortion: largest displacement in pixels; 0 = none
+    degrade: float              # share of images given photometric changes, blur, noise, marks, outlines
+    clean_epochs: int           # the last N epochs train without those degradations (geometry stays)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +108,7 @@ class Calibration:
 class Robustness:
     seed: int                   # fixes every corruption's randomness
     images: int                 # validation images corrupted (the first N of the split); 0 = all
+    recognizer_images: int      # the first N of those also read through the recognizer (as files); 0 = all
     baselines: tuple[str, ...]  # baselines.models entries refitted and measured beside the CNN
 
 

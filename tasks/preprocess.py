@@ -9,15 +9,22 @@ ink on light paper resized to 28 x 28 is none of that, and the model reads it at
 1. ink map: the image as floats in 0..1 (EXIF rotation applied, very large images reduced to
    WORK_SIDE). A transparent image (a canvas export: black strokes on alpha 0) is read through its
    alpha channel: it is laid on a background opposite to its strokes' colour;
-2. polarity: the background is the median level; whichever extreme lies farther from it is the
+2. border bands: a band of full-height columns at the left or right edge (or full-width rows at
+   the top or bottom) whose level is opposite to the middle of the image (inverted bars, a dark
+   margin around a scan) is flipped back;
+3. polarity: the background is the median level; whichever extreme lies farther from it is the
    ink, so dark-on-light is inverted and light-on-dark is kept;
-3. background and noise: a local background (a grey opening, wider than any stroke) is subtracted,
-   so uneven lighting fades, levels are scaled so typical ink reads 1.0, specks much smaller than
-   the largest stroke are dropped, and what lies away from the remaining strokes is zeroed;
-4. strokes much thinner than MNIST's (a pen photographed from afar) are thickened;
-5. optional deskew (`deskew=True`): the slant measured from the ink's second moments is sheared
+4. background and noise: a local background (a grey opening, wider than any stroke) is subtracted,
+   so uneven lighting and fog fade (a small image is first taken as evenly lit, and levelled
+   locally only if nothing then stands out from its background's noise); levels are scaled so
+   typical ink reads 1.0; the strokes are found on a median-filtered copy (salt-and-pepper
+   specks do not count), a mark that touches the frame keeps only its parts thicker than a ruled
+   line (a line across the image is not taken for ink), specks much smaller than the largest
+   stroke are dropped, and what lies away from the remaining strokes is zeroed;
+5. strokes much thinner than MNIST's (a pen photographed from afar) are thickened;
+6. optional deskew (`deskew=True`): the slant measured from the ink's second moments is sheared
    away;
-6. crop to the ink, scale the longer side to 20 px, place by centre of mass in 28 x 28.
+7. crop to the ink, scale the longer side to 20 px, place by centre of mass in 28 x 28.
 
 An image with no ink (uniform, or a blank canvas) raises NoInk: the model would only guess.
 The same function serves the CLI (tasks/recognize.py), the HTTP API (app/server.py) and the
@@ -37,12 +44,14 @@ BOX = 20                      # MNIST's digits are scaled into a 20 x 20 box...
 CENTRE = 14.0                 # ...and shifted so their centre of mass is at (14, 14)
 WORK_SIDE = 512               # larger images are reduced (area averaging) before anything else
 MAX_PIXELS = 50_000_000       # refuse to decode more (a small PNG can claim a huge canvas)
-MIN_CONTRAST = 0.08           # ink at least this far from the background level, else no ink
+MIN_CONTRAST = 0.05           # ink at least this far from the background level, else no ink
 INK_LEVEL = 0.35              # after scaling, pixels above this are ink for crop and noise removal
 NOISE_SIGMAS = 6.0            # ...and at least this many standard deviations of the background
 SPECK = 0.03                  # ink blobs smaller than this fraction of the largest one are noise
 STROKE_MIN = 1.5              # MNIST strokes are about 3 px wide in the 20 px box (5th-95th
 STROKE_TARGET = 2.8           # percentile 2.1-4.5); thinner than STROKE_MIN: grown to STROKE_TARGET
+BAND = 1 / 3                  # border bands flipped back are at most this share of the side
+LINE_WIDTH = 2 / SIDE         # marks touching the frame lose their parts this thin (share of the side)
 
 
 class ImageError(ValueError):
@@ -152,9 +161,65 @@ def _background(v: np.ndarray) -> np.ndarray:
     return np.asarray(Image.fromarray(small.astype(np.float32)).resize((w, h), Image.Resampling.BILINEAR))
 
 
+def _flip_bands(v: np.ndarray) -> np.ndarray:
+    """Step 2: border bands whose level is opposite to the middle's flipped back (lo + hi - v)."""
+    lo, hi = float(v.min()), float(v.max())
+    if hi - lo < MIN_CONTRAST:
+        return v
+    v = v.copy()
+    for axis in (0, 1):                             # per-column medians, then per-row medians
+        bright = np.median(v, axis=axis) > (lo + hi) / 2
+        n = len(bright)
+        middle = bool(np.median(bright[n // 4: 3 * n // 4 + 1]))
+        limit = int(n * BAND)
+        left = int(np.argmax(bright[:limit + 1] == middle)) if (bright[:limit + 1] == middle).any() else 0
+        right = int(np.argmax(bright[::-1][:limit + 1] == middle)) if (bright[::-1][:limit + 1] == middle).any() else 0
+        for band in (slice(0, left), slice(n - right, n)):
+            index = (slice(None), band) if axis == 0 else (band, slice(None))
+            v[index] = lo + hi - v[index]
+    return v
+
+
+def _levelled(v: np.ndarray, background) -> tuple:
+    """(ink above the background clipped at 0, typical ink level, the background's noise sigma)."""
+    rest = v - background
+    s = np.clip(rest, 0.0, 1.0)
+    peak = float(s.max())
+    if peak < MIN_CONTRAST:
+        raise NoInk("no ink found: the image is blank or uniform")
+    ink = s >= max(_otsu(_histogram(s / peak)) * peak, MIN_CONTRAST)
+    level = float(np.percentile(s[ink], 90))           # typical ink, above the background
+    sample = rest[::2, ::2]
+    noise = 1.4826 * float(np.median(np.abs(sample - np.median(sample))))   # the background's sigma
+    return s, level, noise
+
+
+def _strokes(s: np.ndarray) -> np.ndarray:
+    """Step 4's mask of the strokes: despeckled; marks touching the frame without their thin parts;
+    no blobs much smaller than the largest."""
+    small = min(s.shape) < 3 * SIDE
+    mask = (ndimage.median_filter(s, size=3) if small else s) > INK_LEVEL
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
+    if n == 0:
+        raise NoInk("no ink found: nothing stands out from the background")
+    frame = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    frame = frame[frame > 0]
+    if len(frame):
+        touching = np.isin(labels, frame)
+        width = max(3, int(round(LINE_WIDTH * min(s.shape))) | 1)
+        mask = (mask & ~touching) | ndimage.binary_opening(touching, structure=np.ones((width, width)))
+        labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
+        if n == 0:
+            raise NoInk("no ink found: only marks along the frame")
+    sizes = np.bincount(labels.ravel())[1:]
+    keep = np.zeros(n + 1, bool)
+    keep[1:] = sizes >= SPECK * sizes.max()
+    return keep[labels]
+
+
 def ink_map(image: Image.Image) -> np.ndarray:
-    """Steps 1-3: float32 ink (1 = full ink, 0 = background) at the image's resolution."""
-    v = _levels(image)
+    """Steps 1-4: float32 ink (1 = full ink, 0 = background) at the image's resolution."""
+    v = _flip_bands(_levels(image))
     hist = _histogram(v)
     median = _median(hist)
     levels = np.flatnonzero(hist) / 255.0
@@ -164,29 +229,15 @@ def ink_map(image: Image.Image) -> np.ndarray:
     if hi - median < MIN_CONTRAST:
         raise NoInk("no ink found: the image is blank or uniform")
     if min(v.shape) >= 3 * SIDE:   # a photo or a canvas: the background may vary across it
-        rest = v - _background(v)
-    else:                          # MNIST-sized: a flat background
-        rest = v - np.float32(median)
-    s = np.clip(rest, 0.0, 1.0)
-    peak = float(s.max())
-    if peak < MIN_CONTRAST:
-        raise NoInk("no ink found: the image is blank or uniform")
-    ink = s >= max(_otsu(_histogram(s / peak)) * peak, MIN_CONTRAST)
-    level = float(np.percentile(s[ink], 90))           # typical ink, above the background
-    sample = rest[::2, ::2]
-    noise = 1.4826 * float(np.median(np.abs(sample - np.median(sample))))   # the background's sigma
+        s, level, noise = _levelled(v, _background(v))
+    else:                          # MNIST-sized: a flat background, unless that leaves only noise (fog)
+        s, level, noise = _levelled(v, np.float32(median))
+        if level < NOISE_SIGMAS * noise:
+            s, level, noise = _levelled(v, _background(v))
     if level < NOISE_SIGMAS * noise:
         raise NoInk("no ink found: nothing stands out from the background's noise")
     s = np.clip(s / max(level, MIN_CONTRAST), 0.0, 1.0)
-
-    mask = s > INK_LEVEL
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
-    if n == 0:
-        raise NoInk("no ink found: nothing stands out from the background")
-    sizes = np.bincount(labels.ravel())[1:]
-    keep = np.zeros(n + 1, bool)
-    keep[1:] = sizes >= SPECK * sizes.max()
-    near = ndimage.maximum_filter(keep[labels].view(np.uint8), size=5)   # 2 px around the strokes
+    near = ndimage.maximum_filter(_strokes(s).view(np.uint8), size=5)   # 2 px around the strokes
     return s * near
 
 

@@ -18,6 +18,17 @@ def table(header: list, rows: list) -> str:
     return "\n".join(out)
 
 
+def robustness_table(models: dict) -> str:
+    """Accuracy per corruption (rows) and model (columns), clean first, then the means."""
+    names = list(next(iter(models.values()))["corruptions"])
+    rows = [[c] + [f"{m['corruptions'][c]:.4f}" for m in models.values()] for c in names]
+    rows = [["**clean**"] + [f"**{m['clean']:.4f}**" for m in models.values()]] + rows
+    rows += [["**mean over corruptions**"] + [f"**{m['mean_corrupted']:.4f}**" for m in models.values()],
+             ["error relative to clean"] + [f"{m['relative_error']:.1f}x" if m["relative_error"] else "-"
+                                            for m in models.values()]]
+    return table(["corruption"] + list(models), rows)
+
+
 def image(path: Path, caption: str) -> str:
     return f"![{caption}]({os.path.relpath(path, paths.REPORT.parent)})"
 
@@ -64,16 +75,16 @@ def render() -> str:
                   image(paths.EVAL_PLOTS / "reliability.png", "reliability diagram"), ""]
     robust = load(paths.ROBUSTNESS_METRICS)
     if robust:
-        models = robust["models"]
-        names = list(next(iter(models.values()))["corruptions"])
-        rows = [[c] + [f"{m['corruptions'][c]:.4f}" for m in models.values()] for c in names]
-        rows = [["**clean**"] + [f"**{m['clean']:.4f}**" for m in models.values()]] + rows
-        rows += [["**mean over corruptions**"] + [f"**{m['mean_corrupted']:.4f}**" for m in models.values()],
-                 ["error relative to clean"] + [f"{m['relative_error']:.1f}x" if m["relative_error"] else "-"
-                                                for m in models.values()]]
-        parts += [f"## Robustness ({robust['images']:,} validation images per corruption)", "",
-                  table(["corruption"] + list(models), rows), "",
-                  image(paths.ROBUSTNESS_PLOTS / "accuracy.png", "accuracy under corruptions"), "",
+        parts += [f"## Robustness: the model path ({robust['images']:,} validation images per corruption)", "",
+                  "The corrupted 28 x 28 images fed to the model as they are.", "",
+                  robustness_table(robust["models"]), ""]
+        if "recognizer" in robust:
+            via = robust["recognizer"]
+            parts += [f"## Robustness: the recognizer path (the first {via['images']:,} of them)", "",
+                      "The same images as PNG files read by `python -m tasks.recognize`'s code (decoding, "
+                      "preprocessing, the ensemble); a file it finds no digit in counts as wrong.", "",
+                      robustness_table(via["models"]), ""]
+        parts += [image(paths.ROBUSTNESS_PLOTS / "accuracy.png", "accuracy under corruptions"), "",
                   image(paths.ROBUSTNESS_PLOTS / "examples.png", "one image under every corruption"), ""]
     per = ev["per_class"]
     parts += ["## Per-class report (validation)", "", table(

@@ -1,5 +1,11 @@
 """Stage robustness: accuracy of the CNN and of some baselines on validation images under the
-MNIST-C-style corruptions of tasks/corruptions.py, against their accuracy on the clean images.
+MNIST-C-style corruptions of tasks/corruptions.py, against their accuracy on the clean images,
+on two paths:
+
+- the model path: the corrupted 28 x 28 images fed to the model as they are;
+- the recognizer path: the same images (the first `robustness.recognizer_images`) written as PNG
+  files and read back by the CLI's own code (tasks/recognize.py: decoding, the shared
+  preprocessing, the ensemble); an image it finds no digit in counts as wrong.
 
 The first `robustness.images` validation images are corrupted once each, seeded by
 `robustness.seed`; "cnn" is the pipeline's ensemble with its TTA setting (tasks/ensemble.py;
@@ -9,12 +15,16 @@ scaling and subsample). "relative_error" is the mean error over the corruptions 
 clean error: how many times more mistakes a model makes on corrupted digits.
 Writes metrics/robustness.json and plots/robustness/ (accuracy.csv and .png, examples.png).
 """
+import io
+import json
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from tasks import baselines, corruptions, ensemble, paths, plots
+from tasks import baselines, corruptions, ensemble, paths, plots, recognize
 from tasks import params as params_mod
 from tasks.cli import run_stage
 from tasks.io import atomic_path, to_images, write_json, write_rows
@@ -61,6 +71,23 @@ def fit_baselines(names, models: dict, x, y, seed: int, log=print) -> dict:
     return out
 
 
+def through_recognizer(predictor):
+    """A classifier of uint8 images [n, 28, 28] that hands them to the recognizer as PNG files:
+    the digits it prints, -1 for a file it found no digit in."""
+    from PIL import Image
+
+    def classify(images):
+        with tempfile.TemporaryDirectory() as tmp:
+            files = [Path(tmp) / f"{i:05d}.png" for i in range(len(images))]
+            for f, image in zip(files, images):
+                Image.fromarray(np.asarray(image, np.uint8)).save(f, format="PNG")
+            out, err = io.StringIO(), io.StringIO()
+            recognize.recognize(files, predictor, as_json=True, out=out, err=err)
+        read = {r["path"]: r["digit"] for r in map(json.loads, out.getvalue().splitlines())}
+        return np.array([read.get(str(f), -1) for f in files])
+    return classify
+
+
 def write_plots(out, models: dict, sets: dict) -> None:
     table = {s: {m: (r["clean"] if s == CLEAN else r["corruptions"][s]) for m, r in models.items()} for s in sets}
     write_rows(out / "accuracy.csv", ["corruption", "model", "accuracy"],
@@ -84,10 +111,15 @@ def main() -> None:
                         for name, m in models.items()}
     classifiers |= fit_baselines(p.robustness.baselines, p.baselines.models, x, y, p.base.seed)
     sets = corrupted(xv, p.robustness.seed)
-    models = measure(classifiers, sets, yv)
+    results = measure(classifiers, sets, yv)
+    m = min(p.robustness.recognizer_images or n, n)
+    predictor = recognize.Predictor(models, ensemble.model_files(p.ensemble.members), p.ensemble.tta)
+    via = measure({CNN: through_recognizer(predictor)}, {k: v[:m] for k, v in sets.items()}, yv[:m],
+                  log=lambda line: print(line.replace("robustness", "robustness (recognizer)", 1)))
     with atomic_path(paths.ROBUSTNESS_PLOTS, directory=True) as tmp:
-        write_plots(tmp, models, sets)
-    write_json(paths.ROBUSTNESS_METRICS, {"images": n, "models": models})
+        write_plots(tmp, results, sets)
+    write_json(paths.ROBUSTNESS_METRICS, {"images": n, "models": results,
+                                          "recognizer": {"images": m, "models": via}})
 
 
 if __name__ == "__main__":

@@ -32,8 +32,8 @@ LAST, BEST, STATE = "last.keras", "best.weights.h5", "state.json"
 def fingerprint(cfg: Preset, seed: int, data_files) -> str:
     """What a checkpoint was trained with (settings, data, training code); a checkpoint is
     resumed only if this matches, so an edit that makes DVC re-run the stage also retrains."""
-    from tasks import model, schedules
-    code = [sha256(f) for f in (__file__, model.__file__, schedules.__file__)]
+    from tasks import augment, model, schedules
+    code = [sha256(f) for f in (__file__, model.__file__, augment.__file__, schedules.__file__)]
     blob = json.dumps([dataclasses.asdict(cfg), seed, [sha256(f) for f in data_files], code], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -116,7 +116,14 @@ def callbacks(ckpt: Checkpoint, cfg: Preset, live):
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
             ckpt.save(self.model, logs, time.perf_counter() - self.t0, time.process_time() - self.c0, plateau)
 
-    return [c for c in (plateau, Save(), DVCLiveCallback(live=live)) if c is not None]
+    class CleanTail(keras.callbacks.Callback):
+        """The last `augment.clean_epochs` epochs see no degradations (the geometry stays)."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            clean = epoch >= cfg.epochs - cfg.augment.clean_epochs
+            self.model.get_layer("degrade").strength.assign(0.0 if clean else 1.0)
+
+    return [c for c in (plateau, CleanTail(), Save(), DVCLiveCallback(live=live)) if c is not None]
 
 
 def train(cfg: Preset, seed: int, train_frame: pd.DataFrame, val_frame: pd.DataFrame, fp: str,

@@ -5,7 +5,7 @@ import pytest
 from tasks import corruptions
 from tasks.corruptions import CORRUPTIONS, corrupt
 
-FIXED = {"gaussian_blur", "brightness", "contrast", "stripe", "canny_edges"}   # no randomness
+FIXED = {"gaussian_blur", "scale", "brightness", "contrast", "stripe", "canny_edges"}   # no randomness
 
 
 def digits() -> np.ndarray:
@@ -25,10 +25,35 @@ def x():
     return digits()
 
 
-def test_the_registry_has_the_mnist_c_corruptions_in_a_fixed_order():
-    assert len(CORRUPTIONS) >= 12
-    assert list(CORRUPTIONS)[:4] == ["shot_noise", "impulse_noise", "gaussian_blur", "motion_blur"]
+MNIST_C = ["shot_noise", "impulse_noise", "glass_blur", "motion_blur", "shear", "scale", "rotate",
+           "brightness", "translate", "stripe", "fog", "spatter", "dotted_line", "zigzag", "canny_edges"]
+
+
+def test_the_registry_has_mnist_c_s_fifteen_in_its_order_then_two_more():
+    assert list(CORRUPTIONS) == MNIST_C + ["gaussian_blur", "contrast"]
     assert FIXED < set(CORRUPTIONS)
+
+
+@pytest.mark.parametrize("name", list(CORRUPTIONS))
+def test_an_image_s_output_does_not_depend_on_its_batch_neighbours(name):
+    """Same image at the same place, other images around it: the same output (and, where nothing
+    is random, the same output as the image corrupted alone)."""
+    x = np.tile(digits(), (2, 1, 1))
+    others = x.copy()
+    others[1:] = np.roll(x[1:], 3, axis=2)[::-1]
+    out = corrupt(x, name, seed=4)
+    np.testing.assert_array_equal(out[0], corrupt(others, name, seed=4)[0])
+    if name in FIXED:
+        for i in range(len(x)):
+            np.testing.assert_array_equal(out[i], corrupt(x[i:i + 1], name, seed=4)[0])
+
+
+def test_canny_edges_of_a_batch_are_those_of_each_image_alone(x):
+    """The batch bug this guards against: a 3-D Sobel smooths across neighbouring images."""
+    alone = np.concatenate([corrupt(x[i:i + 1], "canny_edges", 0) for i in range(len(x))])
+    np.testing.assert_array_equal(corrupt(x, "canny_edges", 0), alone)
+    shuffled = corrupt(x[::-1], "canny_edges", 0)[::-1]
+    np.testing.assert_array_equal(shuffled, alone)
 
 
 @pytest.mark.parametrize("name", list(CORRUPTIONS))
@@ -70,8 +95,8 @@ def test_geometry_keeps_the_ink_in_the_frame_and_scale_shrinks_it(x):
     for name in ("shear", "rotate"):                              # area-preserving: as much ink as before
         assert np.allclose(ink(corrupt(x, name, seed=2)), ink(x), rtol=0.1), name
     small = corrupt(x, "scale", seed=0)
-    lo, hi = corruptions.SCALE
-    assert np.all((ink(small) > 0.9 * lo ** 2 * ink(x)) & (ink(small) < 1.1 * hi ** 2 * ink(x)))
+    factor = corruptions.SCALE
+    assert np.all((ink(small) > 0.9 * factor ** 2 * ink(x)) & (ink(small) < 1.1 * factor ** 2 * ink(x)))
     height = lambda img: np.ptp(np.flatnonzero(img.max(1) > 64))
     assert all(height(small[i]) <= 0.75 * height(x[i]) for i in range(3))
 
@@ -83,10 +108,19 @@ def test_pixelwise_corruptions_do_what_they_say(x):
     np.testing.assert_array_equal(stripe[:, :, :7], 255 - x[:, :, :7])
     np.testing.assert_array_equal(stripe[:, :, 7:21], x[:, :, 7:21])
     low = corrupt(x, "contrast", 0).astype(int)
-    assert np.ptp(low, axis=(1, 2)).max() <= 0.3 * 255 + 1
+    assert np.ptp(low, axis=(1, 2)).max() <= corruptions.CONTRAST * 255 + 1
     impulse = corrupt(x, "impulse_noise", 0)
     changed = np.mean(impulse != x)
     assert 0.05 < changed < corruptions.IMPULSE_AMOUNT + 0.03
+
+
+def test_glass_blur_spreads_the_ink_locally_and_keeps_its_place(x):
+    out = corrupt(x, "glass_blur", 0).astype(float)
+    centre = lambda img: (np.indices(img.shape) * img).sum(axis=(1, 2)) / img.sum()
+    for i in range(3):
+        assert np.abs(centre(out[i]) - centre(x[i].astype(float))).max() < 1.0
+        assert (out[i] > 0).sum() > (x[i] > 0).sum()               # blurred: wider than the strokes
+        assert out[i].max() < x[i].max()
 
 
 def test_lines_add_ink_and_edges_are_thin(x):

@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, kaggle_frame, set_params
+from PIL import Image
+
 from tasks import corruptions, ensemble, params, robustness
+from tasks.preprocess import to_mnist
 
 
 def by_first_pixel(images):
@@ -55,7 +58,8 @@ def test_baselines_are_fitted_as_stage_baselines_fits_them_and_classify_images()
 
 def test_the_stage_writes_metrics_and_plots(tmp_path, monkeypatch):
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    set_params(tmp_path, **{"robustness.images": 25, "robustness.baselines": ["decision_tree"]})
+    set_params(tmp_path, **{"robustness.images": 25, "robustness.recognizer_images": 10,
+                            "robustness.baselines": ["decision_tree"]})
     (tmp_path / "data/split").mkdir(parents=True)
     kaggle_frame(120, seed=1).to_parquet(tmp_path / "data/split/train.parquet")
     kaggle_frame(40, seed=2).to_parquet(tmp_path / "data/split/val.parquet")
@@ -64,7 +68,10 @@ def test_the_stage_writes_metrics_and_plots(tmp_path, monkeypatch):
     class Fake:                             # stands in for a Keras member: predict_on_batch only
         def predict_on_batch(self, x):
             return np.eye(10, dtype=np.float32)[np.asarray(x).reshape(len(x), -1).sum(1) % 10]
-    monkeypatch.setattr(ensemble, "model_files", lambda members: dict.fromkeys(members))
+    (tmp_path / "models").mkdir()
+    for name in ("a", "b"):
+        (tmp_path / "models" / f"{name}.keras").write_bytes(name.encode())
+    monkeypatch.setattr(ensemble, "model_files", lambda members: {m: tmp_path / "models" / f"{m}.keras" for m in members})
     monkeypatch.setattr(ensemble, "load", lambda files: {name: Fake() for name in files})
     monkeypatch.chdir(tmp_path)
     robustness.main()
@@ -76,8 +83,28 @@ def test_the_stage_writes_metrics_and_plots(tmp_path, monkeypatch):
         assert set(m) == {"clean", "mean_corrupted", "relative_error", "corruptions"}
         assert set(m["corruptions"]) == set(corruptions.CORRUPTIONS)     # (the JSON sorts its keys)
         assert m["mean_corrupted"] == pytest.approx(np.mean(list(m["corruptions"].values())))
+    via = metrics["recognizer"]
+    assert via["images"] == 10 and list(via["models"]) == ["cnn"]
+    assert set(via["models"]["cnn"]["corruptions"]) == set(corruptions.CORRUPTIONS)
+    assert all(0 <= a <= 1 for a in via["models"]["cnn"]["corruptions"].values())
     rows = (tmp_path / "plots/robustness/accuracy.csv").read_text().splitlines()
     assert rows[0] == "corruption,model,accuracy" and len(rows) == 1 + 4 * (1 + len(corruptions.CORRUPTIONS))
     assert rows[1].startswith("clean,cnn,")
     for png in ("accuracy.png", "examples.png"):
         assert (tmp_path / "plots/robustness" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_recognizer_path_reads_png_files_with_the_cli_s_code_and_counts_no_ink_as_wrong():
+    from test_corruptions import digits
+    seen = []
+
+    def predictor(images):                  # the recognizer's predictor: 28 x 28 images -> probabilities
+        seen.append(np.asarray(images))
+        return np.eye(10, dtype=np.float32)[np.full(len(images), 7)]
+    x = digits()
+    x[1] = 0                                # a blank image: the recognizer finds no digit in it
+    labels = robustness.through_recognizer(predictor)(x)
+    assert labels.tolist() == [7, -1, 7, 7]
+    got = np.concatenate(seen)
+    assert got.shape == (3, 28, 28) and got.dtype == np.uint8
+    np.testing.assert_array_equal(got[0], to_mnist(Image.fromarray(x[0])))     # what the CLI's preprocessing makes

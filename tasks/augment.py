@@ -1,0 +1,244 @@
+"""Training-time augmentation layers, in Keras 3's backend-neutral API (keras.ops, keras.random).
+
+Both layers are part of the saved model, act only when `training=True` and draw from their own
+seeded `SeedGenerator`. They work on float images in 0..1, [n, 28, 28, 1].
+
+- RandomAffine: rotation, zoom and shift composed into one warp per image, plus an optional
+  elastic distortion (a smooth random displacement field) in the same resampling.
+- RandomDegrade: what real pictures do to a digit, each family drawn per image:
+  photometric (background lift, contrast, gamma, a linear gradient and a smooth uneven field),
+  blur (Gaussian, random width), noise (Gaussian and salt-and-pepper), marks (a thin straight,
+  dashed or wavy line; inverted bars at the left/right border; an erased patch) and outlines
+  (only the rim of the strokes). Nothing here calls tasks/corruptions.py: the robustness suite
+  stays a held-out test (docs/robustness.md lists which augmentation resembles which corruption).
+
+RandomDegrade's `strength` (a non-trainable weight, 1 or 0) lets the last epochs train on
+undegraded images (tasks/train.py switches it), without rebuilding or retracing the model.
+"""
+import math
+
+import keras
+from keras import layers, ops
+
+SIDE = 28
+BLUR_SIGMAS = (1.0, 2.2)          # blur width is drawn in 0..2.2 px and blended between these
+
+
+def _gaussian_kernel(sigma: float):
+    radius = int(math.ceil(3 * sigma))
+    taps = [math.exp(-(i * i) / (2 * sigma * sigma)) for i in range(-radius, radius + 1)]
+    total = sum(taps)
+    row = ops.convert_to_tensor([t / total for t in taps], "float32")
+    return ops.reshape(ops.outer(row, row), (2 * radius + 1, 2 * radius + 1, 1, 1))
+
+
+def _grid():
+    """Row and column coordinates [1, 28, 28, 1]."""
+    r = ops.reshape(ops.cast(ops.arange(SIDE), "float32"), (1, SIDE, 1, 1))
+    c = ops.reshape(ops.cast(ops.arange(SIDE), "float32"), (1, 1, SIDE, 1))
+    return r + 0.0 * c, c + 0.0 * r
+
+
+def _bilinear(images, rows, cols):
+    """images [n, 28, 28, 1] sampled at per-pixel coordinates [n, 28, 28, 1]; 0 outside.
+
+    (ops.image.map_coordinates needs a static batch size on TensorFlow: this takes any.)"""
+    n = ops.shape(images)[0]
+    flat = ops.reshape(images, (-1,))
+    base = ops.reshape(ops.arange(n, dtype="int32") * (SIDE * SIDE), (-1, 1, 1, 1))
+    r0, c0 = ops.floor(rows), ops.floor(cols)
+    fr, fc = rows - r0, cols - c0
+    out = 0.0
+    for dr, dc, weight in ((0, 0, (1 - fr) * (1 - fc)), (0, 1, (1 - fr) * fc),
+                           (1, 0, fr * (1 - fc)), (1, 1, fr * fc)):
+        r, c = r0 + dr, c0 + dc
+        inside = ops.cast((r >= 0) & (r < SIDE) & (c >= 0) & (c < SIDE), images.dtype)
+        index = base + ops.cast(ops.clip(r, 0, SIDE - 1) * SIDE + ops.clip(c, 0, SIDE - 1), "int32")
+        out = out + weight * inside * ops.take(flat, index)
+    return out
+
+
+@keras.saving.register_keras_serializable(package="digits")
+class RandomAffine(layers.Layer):
+    """Rotation, zoom, shift (and elastic distortion) as ONE resampling per image, in training only.
+
+    Keras' RandomRotation + RandomZoom + RandomTranslation would resample each image three times;
+    one composed transform is a third of the work and blurs less. `elastic` is the largest
+    displacement in pixels of a smooth random field (5 x 5 control points, bilinear); 0 = none.
+    """
+
+    def __init__(self, rotation=0.0, zoom=0.0, shift=0.0, seed=None, elastic=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.rotation, self.zoom, self.shift, self.seed, self.elastic = rotation, zoom, shift, seed, elastic
+        self.generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=False):
+        if not training:
+            return images
+        n = ops.shape(images)[0]
+        h, w = images.shape[1], images.shape[2]
+        uniform = lambda lo, hi: keras.random.uniform((n,), lo, hi, seed=self.generator)
+        angle = uniform(-1.0, 1.0) * (self.rotation * math.pi / 180.0)
+        scale = uniform(1.0 - self.zoom, 1.0 + self.zoom)
+        tx, ty = uniform(-self.shift, self.shift) * w, uniform(-self.shift, self.shift) * h
+        # Each output pixel (x, y) samples the input at R(angle) / scale @ (output - centre - shift) + centre.
+        cos, sin = ops.cos(angle) / scale, ops.sin(angle) / scale
+        cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+        ox, oy = cx + tx, cy + ty
+        if not self.elastic:
+            transform = ops.stack([cos, -sin, cx - cos * ox + sin * oy,
+                                   sin, cos, cy - sin * ox - cos * oy,
+                                   ops.zeros_like(cos), ops.zeros_like(cos)], axis=1)
+            return ops.image.affine_transform(images, transform, interpolation="bilinear",
+                                              fill_mode="constant", fill_value=0.0)
+        col = lambda v: ops.reshape(v, (-1, 1, 1, 1))
+        rows, cols = _grid()
+        dx, dy = cols - col(ox), rows - col(oy)
+        src_c = col(cos) * dx - col(sin) * dy + cx
+        src_r = col(sin) * dx + col(cos) * dy + cy
+        field = keras.random.uniform((n, 5, 5, 2), -1.0, 1.0, seed=self.generator)
+        field = ops.image.resize(field, (h, w), interpolation="bilinear") * self.elastic
+        src_r, src_c = src_r + field[..., :1], src_c + field[..., 1:]
+        return _bilinear(images, src_r, src_c)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return super().get_config() | {"rotation": self.rotation, "zoom": self.zoom, "shift": self.shift,
+                                       "seed": self.seed, "elastic": self.elastic}
+
+
+@keras.saving.register_keras_serializable(package="digits")
+class RandomDegrade(layers.Layer):
+    """Photometric changes, blur, noise, marks and outlines on a `rate` share of the images.
+
+    A degraded image gets each family with the odds in FAMILIES (drawn independently); the
+    result is quantized to 256 levels, as the uint8 images met at inference are.
+    """
+
+    FAMILIES = {"photometric": 0.6, "blur": 0.35, "noise": 0.35, "marks": 0.35, "outline": 0.1}
+
+    def __init__(self, rate=0.0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.rate, self.seed = rate, seed
+        self.generator = keras.random.SeedGenerator(seed)
+
+    def build(self, input_shape):
+        self.strength = self.add_weight(shape=(), initializer="ones", trainable=False, name="strength")
+
+    def _u(self, n, shape=(), lo=0.0, hi=1.0):
+        return keras.random.uniform((n, *shape), lo, hi, seed=self.generator)
+
+    def _mask(self, n, p, chosen):
+        """[n, 1, 1, 1] 0/1: images that get a family of odds p."""
+        return ops.reshape(chosen * ops.cast(self._u(n) < p, "float32"), (-1, 1, 1, 1))
+
+    def call(self, images, training=False):
+        if not training or not self.rate:
+            return images
+        x = images
+        n = ops.shape(x)[0]
+        chosen = ops.cast(self._u(n) < self.rate * self.strength, "float32")
+        odds = self.FAMILIES
+        x = self._outline(x, self._mask(n, odds["outline"], chosen))
+        x = self._marks(x, n, self._mask(n, odds["marks"], chosen))
+        x = self._blur(x, n, self._mask(n, odds["blur"], chosen))
+        x = self._photometric(x, n, self._mask(n, odds["photometric"], chosen))
+        x = self._noise(x, n, self._mask(n, odds["noise"], chosen))
+        return ops.round(ops.clip(x, 0.0, 1.0) * 255.0) / 255.0
+
+    def _outline(self, x, m):
+        """Only the pixels just outside the strokes: hollow digits."""
+        grown = ops.max_pool(x, 3, strides=1, padding="same")
+        rim = ops.cast(grown - x > 0.35, "float32")
+        return x + m * (rim - x)
+
+    def _marks(self, x, n, m):
+        rows, cols = _grid()
+        col = lambda v: ops.reshape(v, (-1, 1, 1, 1))
+        # a line across the image: straight, dashed or wavy, horizontal-ish or vertical-ish
+        upright = col(ops.cast(self._u(n) < 0.3, "float32"))
+        along, across = upright * rows + (1 - upright) * cols, upright * cols + (1 - upright) * rows
+        slope = col(self._u(n, (), -0.5, 0.5))
+        wave = col(self._u(n, (), 0.0, 2.5) * ops.cast(self._u(n) < 0.4, "float32"))
+        period = col(self._u(n, (), 4.0, 10.0))
+        centre = col(self._u(n, (), 0.0, SIDE - 1.0))
+        path = centre + slope * (along - 13.5) + wave * ops.sin(2 * math.pi * along / period)
+        width = col(self._u(n, (), 0.5, 1.5))
+        line = ops.clip(width + 0.5 - ops.abs(across - path), 0.0, 1.0)
+        dashed = col(ops.cast(self._u(n) < 0.3, "float32"))
+        gaps = ops.cast(ops.floor(along / col(self._u(n, (), 2.0, 4.0))) % 2 == 0, "float32")
+        line = line * (1 - dashed + dashed * gaps) * col(self._u(n, (), 0.5, 1.0))
+        kind = self._u(n)                                      # line 60%, bars 20%, erased patch 20%
+        x = x + m * col(ops.cast(kind < 0.6, "float32")) * line
+        # inverted bars at the left and right borders
+        left, right = col(self._u(n, (), 3.0, 9.0)), col(self._u(n, (), 3.0, 9.0))
+        bars = ops.cast((cols < ops.floor(left)) | (cols >= SIDE - ops.floor(right)), "float32")
+        bars = bars * m * col(ops.cast((kind >= 0.6) & (kind < 0.8), "float32"))
+        x = ops.clip(x, 0.0, 1.0)
+        x = x + bars * (1.0 - 2.0 * x)
+        # an erased patch, filled with a flat grey
+        r0, c0 = col(self._u(n, (), 0.0, SIDE - 4.0)), col(self._u(n, (), 0.0, SIDE - 4.0))
+        size_r, size_c = col(self._u(n, (), 3.0, 8.0)), col(self._u(n, (), 3.0, 8.0))
+        patch = ops.cast((rows >= r0) & (rows < r0 + size_r) & (cols >= c0) & (cols < c0 + size_c), "float32")
+        patch = patch * m * col(ops.cast(kind >= 0.8, "float32"))
+        return x + patch * (col(self._u(n, (), 0.0, 0.5)) - x)
+
+    def _blur(self, x, n, m):
+        s = ops.reshape(self._u(n, (), 0.0, BLUR_SIGMAS[1]), (-1, 1, 1, 1))
+        one, two = (ops.conv(x, _gaussian_kernel(sigma), padding="same") for sigma in BLUR_SIGMAS)
+        t = ops.clip(s - 1.0, 0.0, BLUR_SIGMAS[1] - 1.0) / (BLUR_SIGMAS[1] - 1.0)
+        blurred = ops.where(s < 1.0, x + s * (one - x), one + t * (two - one))
+        return x + m * (blurred - x)
+
+    def _photometric(self, x, n, m):
+        col = lambda v: ops.reshape(v, (-1, 1, 1, 1))
+        rows, cols = _grid()
+        gamma = ops.exp(col(self._u(n, (), -0.7, 0.7)))
+        ink = ops.power(ops.clip(x, 0.0, 1.0) + 1e-6, gamma)
+        # uneven light: a linear ramp in a random direction and a smooth random field (two scales)
+        angle = col(self._u(n, (), 0.0, 2 * math.pi))
+        ramp = (ops.cos(angle) * (rows - 13.5) + ops.sin(angle) * (cols - 13.5)) / SIDE + 0.5
+        coarse = ops.image.resize(self._u(n, (3, 3, 1)), (SIDE, SIDE), interpolation="bilinear")
+        fine = ops.image.resize(self._u(n, (6, 6, 1)), (SIDE, SIDE), interpolation="bilinear")
+        field = coarse + 0.5 * fine
+        lo, hi = ops.min(field, axis=(1, 2, 3), keepdims=True), ops.max(field, axis=(1, 2, 3), keepdims=True)
+        field = (field - lo) / ops.maximum(hi - lo, 1e-6)
+        on = lambda p: col(ops.cast(self._u(n) < p, "float32"))
+        light = ink + on(0.4) * col(self._u(n, (), 0.0, 1.0)) * ramp + on(0.5) * col(self._u(n, (), 0.0, 1.6)) * field
+        light = light / ops.maximum(ops.max(light, axis=(1, 2, 3), keepdims=True), 1.0)
+        contrast = col(self._u(n, (), 0.1, 1.0))
+        lift = col(self._u(n)) * (1.0 - contrast)
+        return x + m * (lift + contrast * light - x)
+
+    def _noise(self, x, n, m):
+        col = lambda v: ops.reshape(v, (-1, 1, 1, 1))
+        on = lambda p: col(ops.cast(self._u(n) < p, "float32"))
+        sigma = on(0.6) * col(self._u(n, (), 0.0, 0.25))
+        noisy = x + sigma * keras.random.normal(ops.shape(x), seed=self.generator)
+        amount = on(0.6) * col(self._u(n, (), 0.0, 0.2))
+        r = keras.random.uniform(ops.shape(x), seed=self.generator)
+        noisy = ops.where(r < amount / 2, 0.0, ops.where(r > 1 - amount / 2, 1.0, noisy))
+        return x + m * (noisy - x)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return super().get_config() | {"rate": self.rate, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="digits")
+class LevelNormalize(layers.Layer):
+    """Each image's levels stretched to 0..1 (darkest pixel 0, brightest 1), in training and at
+    inference: a uniform brightness shift or contrast change does not reach the network. A
+    uniform image becomes all 0."""
+
+    def call(self, images):
+        lo = ops.min(images, axis=(1, 2, 3), keepdims=True)
+        hi = ops.max(images, axis=(1, 2, 3), keepdims=True)
+        return (images - lo) / ops.maximum(hi - lo, 1.0 / 255.0)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
