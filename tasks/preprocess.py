@@ -15,8 +15,9 @@ ink on light paper resized to 28 x 28 is none of that, and the model reads it at
 3. polarity: the background is the median level; whichever extreme lies farther from it is the
    ink, so dark-on-light is inverted and light-on-dark is kept;
 4. background and noise: a local background (a grey opening, wider than any stroke) is subtracted,
-   so uneven lighting and fog fade (a small image is first taken as evenly lit, and levelled
-   locally only if nothing then stands out from its background's noise); levels are scaled so
+   so uneven lighting and fog fade (a small image is taken as evenly lit unless the levels along
+   its frame spread by more than UNEVEN, and the other way is tried if the first finds no ink);
+   levels are scaled so
    typical ink reads 1.0; the strokes are found on a median-filtered copy (salt-and-pepper
    specks do not count), a mark that touches the frame keeps only its parts thicker than a ruled
    line (a line across the image is not taken for ink), specks much smaller than the largest
@@ -48,10 +49,14 @@ MIN_CONTRAST = 0.05           # ink at least this far from the background level,
 INK_LEVEL = 0.35              # after scaling, pixels above this are ink for crop and noise removal
 NOISE_SIGMAS = 6.0            # ...and at least this many standard deviations of the background
 SPECK = 0.03                  # ink blobs smaller than this fraction of the largest one are noise
+UNEVEN = 0.15                 # a small image whose outer 2 px span more levels is levelled locally
+MARK = 0.25                   # a blob on the frame smaller than this share of the largest is a mark
+SALT = 10                     # a small image with this many 1-2 px blobs is median-filtered first
 STROKE_MIN = 1.5              # MNIST strokes are about 3 px wide in the 20 px box (5th-95th
 STROKE_TARGET = 2.8           # percentile 2.1-4.5); thinner than STROKE_MIN: grown to STROKE_TARGET
 BAND = 1 / 3                  # border bands flipped back are at most this share of the side
-LINE_WIDTH = 2 / SIDE         # marks touching the frame lose their parts this thin (share of the side)
+THIN = 0.6                    # marks touching the frame lose their parts thinner than this share
+                              # of the thick strokes' width (at least 3 px): ruled lines, not strokes
 
 
 class ImageError(ValueError):
@@ -180,8 +185,12 @@ def _flip_bands(v: np.ndarray) -> np.ndarray:
     return v
 
 
-def _levelled(v: np.ndarray, background) -> tuple:
-    """(ink above the background clipped at 0, typical ink level, the background's noise sigma)."""
+def _levelled(v: np.ndarray, background, pixel_noise: bool = False) -> tuple:
+    """(ink above the background clipped at 0, typical ink level, the background's noise sigma).
+
+    The noise is the spread of what is left of the background, or with `pixel_noise` that of
+    neighbouring pixels' differences: a smooth residue (fog the local background did not follow)
+    is then not taken for noise."""
     rest = v - background
     s = np.clip(rest, 0.0, 1.0)
     peak = float(s.max())
@@ -189,28 +198,37 @@ def _levelled(v: np.ndarray, background) -> tuple:
         raise NoInk("no ink found: the image is blank or uniform")
     ink = s >= max(_otsu(_histogram(s / peak)) * peak, MIN_CONTRAST)
     level = float(np.percentile(s[ink], 90))           # typical ink, above the background
-    sample = rest[::2, ::2]
+    sample = np.diff(rest, axis=1).ravel() / np.sqrt(2) if pixel_noise else rest[::2, ::2]
     noise = 1.4826 * float(np.median(np.abs(sample - np.median(sample))))   # the background's sigma
     return s, level, noise
 
 
 def _strokes(s: np.ndarray) -> np.ndarray:
-    """Step 4's mask of the strokes: despeckled; marks touching the frame without their thin parts;
-    no blobs much smaller than the largest."""
-    small = min(s.shape) < 3 * SIDE
-    mask = (ndimage.median_filter(s, size=3) if small else s) > INK_LEVEL
+    """Step 4's mask of the strokes: despeckled (a small image strewn with 1-2 px specks); marks
+    that touch the frame and span 90% of it, or are much smaller than the largest blob, without
+    their thin parts; no blobs much smaller than the largest."""
+    mask = s > INK_LEVEL
     labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
+    if min(s.shape) < 3 * SIDE and (np.bincount(labels.ravel())[1:] <= 2).sum() >= SALT:
+        mask = ndimage.median_filter(s, size=3) > INK_LEVEL      # salt-and-pepper: despeckle
+        labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
     if n == 0:
         raise NoInk("no ink found: nothing stands out from the background")
     frame = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     frame = frame[frame > 0]
-    if len(frame):
-        touching = np.isin(labels, frame)
-        width = max(3, int(round(LINE_WIDTH * min(s.shape))) | 1)
-        mask = (mask & ~touching) | ndimage.binary_opening(touching, structure=np.ones((width, width)))
-        labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
-        if n == 0:
-            raise NoInk("no ink found: only marks along the frame")
+    if len(frame):                 # marks on the frame (lines, bars, dashes): only their thick parts stay
+        boxes, area = ndimage.find_objects(labels), np.bincount(labels.ravel())
+        h, w = s.shape
+        marks = [k for k in frame if area[k] < MARK * area[1:].max()
+                 or boxes[k - 1][0].stop - boxes[k - 1][0].start >= 0.9 * h
+                 or boxes[k - 1][1].stop - boxes[k - 1][1].start >= 0.9 * w]
+        touching = np.isin(labels, marks)
+        thick = 2 * float(np.percentile(ndimage.distance_transform_edt(mask)[mask], 95))   # strokes, not lines
+        width = max(3, int(round(THIN * thick)) | 1)
+        opened = (mask & ~touching) | ndimage.binary_opening(touching, structure=np.ones((width, width)))
+        if opened.any():           # else the mark along the frame is the digit itself
+            mask = opened
+            labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
     sizes = np.bincount(labels.ravel())[1:]
     keep = np.zeros(n + 1, bool)
     keep[1:] = sizes >= SPECK * sizes.max()
@@ -230,12 +248,21 @@ def ink_map(image: Image.Image) -> np.ndarray:
         raise NoInk("no ink found: the image is blank or uniform")
     if min(v.shape) >= 3 * SIDE:   # a photo or a canvas: the background may vary across it
         s, level, noise = _levelled(v, _background(v))
-    else:                          # MNIST-sized: a flat background, unless that leaves only noise (fog)
-        s, level, noise = _levelled(v, np.float32(median))
         if level < NOISE_SIGMAS * noise:
-            s, level, noise = _levelled(v, _background(v))
-    if level < NOISE_SIGMAS * noise:
-        raise NoInk("no ink found: nothing stands out from the background's noise")
+            raise NoInk("no ink found: nothing stands out from the background's noise")
+    else:                          # MNIST-sized: a flat background, or a local one where it is uneven (fog)
+        ring = np.concatenate([v[:2].ravel(), v[-2:].ravel(), v[:, :2].ravel(), v[:, -2:].ravel()])
+        ways = [(np.float32(median), False), (_background(v), True)]
+        uneven = float(np.percentile(ring, 95) - np.percentile(ring, 5)) > UNEVEN
+        for background, pixel_noise in (ways[::-1] if uneven else ways):
+            try:
+                s, level, noise = _levelled(v, background, pixel_noise)
+            except NoInk:
+                continue
+            if level >= NOISE_SIGMAS * noise:
+                break
+        else:
+            raise NoInk("no ink found: nothing stands out from the background's noise")
     s = np.clip(s / max(level, MIN_CONTRAST), 0.0, 1.0)
     near = ndimage.maximum_filter(_strokes(s).view(np.uint8), size=5)   # 2 px around the strokes
     return s * near

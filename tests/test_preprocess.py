@@ -206,3 +206,50 @@ def test_round_trip_of_rendered_mnist_digits_keeps_the_models_answer(mnist, pred
     agree = (got == expected).mean()
     assert len(got) == 300 and agree >= 0.98, f"{agree:.1%} agree"
     assert (expected == mnist[1][index]).mean() >= 0.95                  # and the model is right
+
+
+def readable(mnist, predictor, n=8):
+    """n MNIST test digits (28 x 28 uint8) that the test model reads right as they are, and labels."""
+    x, y = mnist[2][:200].reshape(-1, 28, 28), mnist[3][:200]
+    right = np.flatnonzero(predictor(x).argmax(axis=1) == y)[:n]
+    return x[right], y[right]
+
+
+def test_inverted_bars_at_the_borders_are_flipped_back_not_taken_for_ink(mnist, predictor):
+    x, y = readable(mnist, predictor)
+    barred = x.copy()
+    barred[:, :, :7], barred[:, :, 21:] = 255 - x[:, :, :7], 255 - x[:, :, 21:]     # MNIST-C's stripe
+    for clean, bars in zip(x, barred):
+        assert np.abs(to_mnist(Image.fromarray(bars)).astype(int) - to_mnist(Image.fromarray(clean))).max() <= 1
+    photo = grey(0.9 - 0.8 * on_canvas(big_ink(mnist, 7), (300, 300), 50, 50))
+    a = np.asarray(photo).copy()
+    a[:, :40], a[:, -30:] = 255 - a[:, :40], 255 - a[:, -30:]              # dark margins of a scan
+    assert np.abs(to_mnist(Image.fromarray(a)).astype(int) - to_mnist(photo)).mean() < 2
+    read = predictor(np.stack([to_mnist(Image.fromarray(b)) for b in barred])).argmax(axis=1)
+    assert (read == y).all()
+
+
+def test_a_ruled_line_across_the_page_is_not_taken_for_ink(mnist, predictor):
+    x, y = readable(mnist, predictor)
+    rows = []
+    for k, image in enumerate(x):
+        ink = on_canvas(np.asarray(Image.fromarray(image).resize((160, 160), Image.Resampling.BICUBIC),
+                                   np.float32) / 255, (260, 320), 50, 80)
+        clean = to_mnist(grey(1 - 0.85 * ink))
+        lined = ink.copy()
+        row = [225, 130][k % 2]                       # below the digit, or through it
+        lined[row:row + 4, :] = 1.0                   # a 4 px pen line from edge to edge
+        out = to_mnist(grey(1 - 0.85 * lined))
+        assert max(bbox(out)) == 20 and abs(bbox(out)[0] - bbox(clean)[0]) <= 1   # cropped to the digit
+        if row == 225:
+            assert np.abs(out.astype(int) - clean).mean() < 1
+        rows.append(out)
+    assert (predictor(np.stack(rows)).argmax(axis=1) == y).mean() >= 7 / 8
+
+
+def test_a_fogged_small_digit_is_read_not_refused(mnist, predictor):
+    from tasks import corruptions
+    x, y = readable(mnist, predictor)
+    fogged = corruptions.corrupt(x, "fog", seed=0)
+    out = np.stack([to_mnist(Image.fromarray(f)) for f in fogged])        # no NoInk
+    assert (predictor(out).argmax(axis=1) == y).mean() >= 6 / 8
