@@ -24,12 +24,13 @@ SIDE = 28
 BLUR_SIGMAS = (1.0, 2.2)          # blur width is drawn in 0..2.2 px and blended between these
 
 
-def _gaussian_kernel(sigma: float):
+def _gaussian_blur(x, sigma: float):
+    """Separable Gaussian blur of [n, 28, 28, 1] (zeros beyond the frame)."""
     radius = int(math.ceil(3 * sigma))
     taps = [math.exp(-(i * i) / (2 * sigma * sigma)) for i in range(-radius, radius + 1)]
-    total = sum(taps)
-    row = ops.convert_to_tensor([t / total for t in taps], "float32")
-    return ops.reshape(ops.outer(row, row), (2 * radius + 1, 2 * radius + 1, 1, 1))
+    row = ops.convert_to_tensor([t / sum(taps) for t in taps], "float32")
+    x = ops.conv(x, ops.reshape(row, (-1, 1, 1, 1)), padding="same")
+    return ops.conv(x, ops.reshape(row, (1, -1, 1, 1)), padding="same")
 
 
 def _grid():
@@ -118,6 +119,7 @@ class RandomDegrade(layers.Layer):
     """
 
     FAMILIES = {"photometric": 0.6, "blur": 0.35, "noise": 0.35, "marks": 0.35, "outline": 0.1}
+    DRAWS = 48                    # per-image random numbers drawn at once (about 40 are used)
 
     def __init__(self, rate=0.0, seed=None, **kwargs):
         super().__init__(**kwargs)
@@ -128,7 +130,12 @@ class RandomDegrade(layers.Layer):
         self.strength = self.add_weight(shape=(), initializer="ones", trainable=False, name="strength")
 
     def _u(self, n, shape=(), lo=0.0, hi=1.0):
-        return keras.random.uniform((n, *shape), lo, hi, seed=self.generator)
+        """Uniform draws in [lo, hi): one per image (a column of the batch's one draw of
+        DRAWS columns: fewer random ops per step), or a fresh array of `shape` per image."""
+        if shape:
+            return keras.random.uniform((n, *shape), lo, hi, seed=self.generator)
+        column, self._next = self._draws[:, self._next], self._next + 1
+        return lo + (hi - lo) * column
 
     def _mask(self, n, p, chosen):
         """[n, 1, 1, 1] 0/1: images that get a family of odds p."""
@@ -139,6 +146,7 @@ class RandomDegrade(layers.Layer):
             return images
         x = images
         n = ops.shape(x)[0]
+        self._draws, self._next = keras.random.uniform((n, self.DRAWS), seed=self.generator), 0
         chosen = ops.cast(self._u(n) < self.rate * self.strength, "float32")
         odds = self.FAMILIES
         x = self._outline(x, self._mask(n, odds["outline"], chosen))
@@ -187,7 +195,7 @@ class RandomDegrade(layers.Layer):
 
     def _blur(self, x, n, m):
         s = ops.reshape(self._u(n, (), 0.0, BLUR_SIGMAS[1]), (-1, 1, 1, 1))
-        one, two = (ops.conv(x, _gaussian_kernel(sigma), padding="same") for sigma in BLUR_SIGMAS)
+        one, two = (_gaussian_blur(x, sigma) for sigma in BLUR_SIGMAS)
         t = ops.clip(s - 1.0, 0.0, BLUR_SIGMAS[1] - 1.0) / (BLUR_SIGMAS[1] - 1.0)
         blurred = ops.where(s < 1.0, x + s * (one - x), one + t * (two - one))
         return x + m * (blurred - x)
