@@ -15,7 +15,7 @@ Rows are merged into bench/results/ensemble.json, keyed by (members, preset, tta
 
 --robustness also runs the robustness stage's measurement (tasks/robustness.py: the first
 robustness.images validation images under every corruption, seeded by robustness.seed) for each
-ensemble size without and with TTA, and writes bench/results/robustness.json: does the ensemble,
+ensemble size without and with TTA, and writes bench/results/ensemble_robustness.json: does the ensemble,
 or TTA, make the CNN more robust?
 """
 import argparse
@@ -31,7 +31,7 @@ from bench import ROOT, machine, table
 
 WORK = ROOT / "bench/work"
 RESULTS = ROOT / "bench/results/ensemble.json"
-ROBUSTNESS = ROOT / "bench/results/robustness.json"
+ROBUSTNESS = ROOT / "bench/results/ensemble_robustness.json"
 
 
 def train_member(p, preset: str, seed: int, tr, va) -> dict:

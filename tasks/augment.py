@@ -43,20 +43,18 @@ def _grid():
 def _bilinear(images, rows, cols):
     """images [n, 28, 28, 1] sampled at per-pixel coordinates [n, 28, 28, 1]; 0 outside.
 
-    (ops.image.map_coordinates needs a static batch size on TensorFlow: this takes any.)"""
-    n = ops.shape(images)[0]
-    flat = ops.reshape(images, (-1,))
-    base = ops.reshape(ops.arange(n, dtype="int32") * (SIDE * SIDE), (-1, 1, 1, 1))
+    (ops.image.map_coordinates needs a static batch size on TensorFlow: this takes any.) The
+    images get a 1 px border of zeros, so every corner of a clipped coordinate lies inside."""
+    n, side = ops.shape(images)[0], SIDE + 2
+    flat = ops.reshape(ops.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0))), (-1,))
+    rows, cols = ops.clip(rows + 1.0, 0.0, side - 1.001), ops.clip(cols + 1.0, 0.0, side - 1.001)
     r0, c0 = ops.floor(rows), ops.floor(cols)
     fr, fc = rows - r0, cols - c0
-    out = 0.0
-    for dr, dc, weight in ((0, 0, (1 - fr) * (1 - fc)), (0, 1, (1 - fr) * fc),
-                           (1, 0, fr * (1 - fc)), (1, 1, fr * fc)):
-        r, c = r0 + dr, c0 + dc
-        inside = ops.cast((r >= 0) & (r < SIDE) & (c >= 0) & (c < SIDE), images.dtype)
-        index = base + ops.cast(ops.clip(r, 0, SIDE - 1) * SIDE + ops.clip(c, 0, SIDE - 1), "int32")
-        out = out + weight * inside * ops.take(flat, index)
-    return out
+    base = ops.reshape(ops.arange(n, dtype="int32") * (side * side), (-1, 1, 1, 1))
+    index = base + ops.cast(r0, "int32") * side + ops.cast(c0, "int32")
+    top = (1 - fc) * ops.take(flat, index) + fc * ops.take(flat, index + 1)
+    bottom = (1 - fc) * ops.take(flat, index + side) + fc * ops.take(flat, index + side + 1)
+    return (1 - fr) * top + fr * bottom
 
 
 @keras.saving.register_keras_serializable(package="digits")
@@ -112,7 +110,7 @@ class RandomAffine(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="digits")
 class RandomDegrade(layers.Layer):
-    """Photometric changes, blur, noise, marks and outlines on a `rate` share of the images.
+    """Photometric changes, blur, noise, marks and outlines on a `rate` share of each batch.
 
     A degraded image gets each family with the odds in FAMILIES (drawn independently); the
     result is quantized to 256 levels, as the uint8 images met at inference are.
@@ -137,24 +135,28 @@ class RandomDegrade(layers.Layer):
         column, self._next = self._draws[:, self._next], self._next + 1
         return lo + (hi - lo) * column
 
-    def _mask(self, n, p, chosen):
+    def _mask(self, n, p):
         """[n, 1, 1, 1] 0/1: images that get a family of odds p."""
-        return ops.reshape(chosen * ops.cast(self._u(n) < p, "float32"), (-1, 1, 1, 1))
+        return ops.reshape(ops.cast(self._u(n) < p, "float32"), (-1, 1, 1, 1))
 
     def call(self, images, training=False):
         if not training or not self.rate:
             return images
-        x = images
-        n = ops.shape(x)[0]
-        self._draws, self._next = keras.random.uniform((n, self.DRAWS), seed=self.generator), 0
-        chosen = ops.cast(self._u(n) < self.rate * self.strength, "float32")
+        # The batch arrives shuffled, so its first `rate` share is a random share of the images:
+        # only those are degraded (a static slice, not a mask over the whole batch: less work).
+        n = ops.shape(images)[0]
+        k = (int(math.ceil(self.rate * n)) if isinstance(n, int)
+             else ops.cast(ops.ceil(self.rate * ops.cast(n, "float32")), "int32"))
+        x = images[:k]
+        self._draws, self._next = keras.random.uniform((k, self.DRAWS), seed=self.generator), 0
         odds = self.FAMILIES
-        x = self._outline(x, self._mask(n, odds["outline"], chosen))
-        x = self._marks(x, n, self._mask(n, odds["marks"], chosen))
-        x = self._blur(x, n, self._mask(n, odds["blur"], chosen))
-        x = self._photometric(x, n, self._mask(n, odds["photometric"], chosen))
-        x = self._noise(x, n, self._mask(n, odds["noise"], chosen))
-        return ops.round(ops.clip(x, 0.0, 1.0) * 255.0) / 255.0
+        x = self._outline(x, self._mask(k, odds["outline"]))
+        x = self._marks(x, k, self._mask(k, odds["marks"]))
+        x = self._blur(x, k, self._mask(k, odds["blur"]))
+        x = self._photometric(x, k, self._mask(k, odds["photometric"]))
+        x = self._noise(x, k, self._mask(k, odds["noise"]))
+        x = images[:k] + self.strength * (x - images[:k])
+        return ops.round(ops.clip(ops.concatenate([x, images[k:]], axis=0), 0.0, 1.0) * 255.0) / 255.0
 
     def _outline(self, x, m):
         """Only the pixels just outside the strokes: hollow digits."""

@@ -27,6 +27,12 @@ ink on light paper resized to 28 x 28 is none of that, and the model reads it at
    away;
 7. crop to the ink, scale the longer side to 20 px, place by centre of mass in 28 x 28.
 
+An image that is 28 x 28 already is in MNIST's own format (a Kaggle row, the API's `pixels`): it
+gets steps 1-3 only, its levels stretched to 0..255, and keeps its geometry; the model normalizes
+levels itself and was trained on lines, noise and fog over digits where MNIST puts them, so a
+crop would only move and shrink a digit with a mark beside it. It is still refused when step 4
+finds no ink in it.
+
 An image with no ink (uniform, or a blank canvas) raises NoInk: the model would only guess.
 The same function serves the CLI (tasks/recognize.py), the HTTP API (app/server.py) and the
 drawing page, and its round trip is tested on re-rendered MNIST images (tests/test_preprocess.py).
@@ -235,8 +241,9 @@ def _strokes(s: np.ndarray) -> np.ndarray:
     return keep[labels]
 
 
-def ink_map(image: Image.Image) -> np.ndarray:
-    """Steps 1-4: float32 ink (1 = full ink, 0 = background) at the image's resolution."""
+def oriented(image: Image.Image) -> tuple:
+    """Steps 1-3: (levels 0..1 with the ink lighter than the background, the background's median
+    level); NoInk for a blank or uniform image."""
     v = _flip_bands(_levels(image))
     hist = _histogram(v)
     median = _median(hist)
@@ -246,6 +253,12 @@ def ink_map(image: Image.Image) -> np.ndarray:
         v, median, lo, hi = 1.0 - v, 1.0 - median, 1.0 - hi, 1.0 - lo
     if hi - median < MIN_CONTRAST:
         raise NoInk("no ink found: the image is blank or uniform")
+    return v, median
+
+
+def ink_map(image: Image.Image) -> np.ndarray:
+    """Steps 1-4: float32 ink (1 = full ink, 0 = background) at the image's resolution."""
+    v, median = oriented(image)
     if min(v.shape) >= 3 * SIDE:   # a photo or a canvas: the background may vary across it
         s, level, noise = _levelled(v, _background(v))
         if level < NOISE_SIGMAS * noise:
@@ -337,7 +350,13 @@ def _place(digit: np.ndarray) -> np.ndarray:
 
 def to_mnist(image: Image.Image, deskew: bool = False) -> np.ndarray:
     """A Pillow image (any mode) -> uint8 [28, 28], MNIST style; NoInk if it holds no digit."""
-    ink = _crop(_thicken(_crop(ink_map(image))))
+    full = ink_map(image)                           # NoInk if there is no digit
+    if full.shape == (SIDE, SIDE) and not deskew:
+        # MNIST's own format already: only polarity and border bands are put right; levels are
+        # left to the model (it normalizes them itself), geometry as it is.
+        v, _ = oriented(image)
+        return np.round((v - v.min()) / max(float(np.ptp(v)), 1e-6) * 255.0).astype(np.uint8)
+    ink = _crop(_thicken(_crop(full)))
     if deskew:
         ink = _crop(deskewed(ink))
     out = _place(_fit_box(ink))
