@@ -177,12 +177,16 @@ def test_report_with_answer_key_and_baselines(tmp_path, monkeypatch):
         "before": summary(0.004), "after": summary(0.0015)}})
     robust = lambda clean, fog: {"clean": clean, "mean_corrupted": (clean + fog) / 2,
                                  "relative_error": (1 - (clean + fog) / 2) / (1 - clean), "corruptions": {"fog": fog}}
-    write_json(paths.ROBUSTNESS_METRICS, {"images": 2000, "models": {"cnn": robust(0.99, 0.95), "svc_rbf": robust(0.98, 0.5)}})
+    write_json(paths.ROBUSTNESS_METRICS, {"images": 2000, "models": {"cnn": robust(0.99, 0.95), "svc_rbf": robust(0.98, 0.5)},
+                                          "recognizer": {"images": 1000, "models": {"cnn": robust(0.98, 0.9)}}})
     text = report.render()
     t = tables(text)
     assert t["Calibration (validation, odd rows)"][1] == ["ece", "0.0040", "0.0015"]
     assert "Temperature 1.250, fitted on the even rows of the validation split." in text
-    assert t["Robustness (2,000 validation images per corruption)"] == [
+    assert t["Robustness: the recognizer path (the first 1,000 of them)"] == [
+        ["corruption", "cnn"], ["**clean**", "**0.9800**"], ["fog", "0.9000"],
+        ["**mean over corruptions**", "**0.9400**"], ["error relative to clean", "3.0x"]]
+    assert t["Robustness: the model path (2,000 validation images per corruption)"] == [
         ["corruption", "cnn", "svc_rbf"], ["**clean**", "**0.9900**", "**0.9800**"], ["fog", "0.9500", "0.5000"],
         ["**mean over corruptions**", "**0.9700**", "**0.7400**"], ["error relative to clean", "3.0x", "13.0x"]]
     assert ["**test accuracy (answer key)**", "**0.9957** (43 errors of 10000)"] in t["Summary"]
