@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
+from model_fixture import digit_model  # noqa: F401
 from tasks import augment, model, params, train
 from tasks.augment import LevelNormalize, RandomAffine, RandomDegrade
 
@@ -109,3 +110,17 @@ def test_training_never_calls_the_robustness_suite():
     for module in (augment, model, train):
         source = open(module.__file__).read()
         assert "corruptions" not in source.replace("tasks/corruptions.py", ""), module.__name__
+
+
+def test_the_model_s_answer_ignores_a_brightness_shift_and_a_contrast_change(mnist, digit_model):
+    """The saved model carries its level normalization: a grey background or faded ink is the
+    same digit to it (the small test model, trained with the `quick` recipe's augmentation)."""
+    m = model.load(digit_model)
+    x = mnist[2][:200].reshape(-1, 28, 28, 1)
+    dim = np.round(x * 0.6).astype(np.uint8)                            # ink up to 153
+    brighter = dim + np.uint8(100)                                       # a uniform shift, no clipping
+    faded = (np.round(x * 0.3) + 120).astype(np.uint8)                    # contrast x0.3 on a grey ground
+    predict = lambda images: m.predict(images, verbose=0)
+    np.testing.assert_allclose(predict(brighter), predict(dim), atol=1e-5)   # identical after the layer
+    assert (predict(faded).argmax(axis=1) == predict(x).argmax(axis=1)).mean() >= 0.99
+    assert (predict(x).argmax(axis=1) == mnist[3][:200]).mean() >= 0.95     # and the answers are right
