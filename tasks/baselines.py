@@ -94,12 +94,21 @@ def detector(x, y, cfg: params_mod.Detector, seed: int):
     xs, ys = subsample(x, y, cfg.train_size, seed)
     xs = xs.astype(np.float32) / 255.0
     target = ys == cfg.digit
+    if min(target.sum(), (~target).sum()) < cfg.folds:
+        raise params_mod.ParamsError(
+            f"params: 'baselines.detector.train_size' {cfg.train_size} gives {int(target.sum())} images of "
+            f"{cfg.digit} and {int((~target).sum())} others: each needs at least "
+            f"'baselines.detector.folds' ({cfg.folds}); raise train_size (0 = the whole split)")
     sgd = SGDClassifier(random_state=seed)
     scores = cross_val_predict(sgd, xs, target, cv=cfg.folds, method="decision_function")
     forest = RandomForestClassifier(n_estimators=100, random_state=seed, n_jobs=-1)
     forest_scores = cross_val_predict(forest, xs, target, cv=cfg.folds, method="predict_proba")[:, 1]
     prec, rec, thr = skm.precision_recall_curve(target, scores)
     ok = np.flatnonzero(prec[:-1] >= cfg.precision)
+    if not len(ok):
+        raise params_mod.ParamsError(
+            f"params: 'baselines.detector.precision' is {cfg.precision}, but no threshold of the detector "
+            f"reaches it (at most {prec[:-1].max():.4f} on {len(ys):,} images); lower it")
     i = ok[0]                                # the lowest threshold that reaches the precision
     at = scores >= thr[i]
     result = {

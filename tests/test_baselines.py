@@ -61,3 +61,11 @@ def test_plots_are_png_and_csv(tmp_path, sample):
     for name in ("accuracy_vs_time.png", "detector.png"):
         assert_plot(tmp_path / name)
     assert (tmp_path / "accuracy_vs_time.csv").read_text().startswith("model,fit_seconds,val_accuracy\ndecision_tree,")
+
+
+def test_a_detector_setting_that_cannot_be_met_is_an_error_naming_its_key(sample):
+    x, y, _, _ = sample
+    with pytest.raises(params.ParamsError, match=r"'baselines\.detector\.precision' is 1\.5, but no threshold .* lower it"):
+        baselines.detector(x, y, params.Detector(digit=5, precision=1.5, train_size=0, folds=3), seed=0)
+    with pytest.raises(params.ParamsError, match=r"'baselines\.detector\.train_size' 20 gives \d+ images of 5"):
+        baselines.detector(x, y, params.Detector(digit=5, precision=0.9, train_size=20, folds=3), seed=0)
