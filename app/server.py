@@ -8,6 +8,7 @@ The model is loaded once, at start. Endpoints:
                  "preprocessed"} (the 28 x 28 image the model saw, as a PNG data URL)
 Bad input gets a 4xx and {"detail": message}; the server stays up:
   400 not an image / cannot be decoded / malformed JSON or multipart    413 over the size limit
+      (5 MB of image, 64 KB of JSON)
   415 a content type other than multipart/form-data or application/json
   422 no ink (an empty drawing), no file in the form, pixels not 784 integers in 0..255
 """
@@ -26,6 +27,7 @@ from tasks import preprocess
 
 MAX_UPLOAD = 5 * 1024 * 1024        # bytes of image
 MAX_BODY = MAX_UPLOAD + 64 * 1024   # the multipart envelope around it
+MAX_JSON = 64 * 1024                # a JSON body: a valid {"pixels": [...]} is under 4 KB
 STATIC = Path(__file__).resolve().parent / "static"
 USAGE = ('send an image as multipart/form-data (field "file") or JSON {"pixels": [784 integers 0..255]}')
 
@@ -48,6 +50,10 @@ def _too_large() -> HTTPException:
     return HTTPException(413, f"upload too large: at most {MAX_UPLOAD // (1024 * 1024)} MB")
 
 
+def _json_too_large() -> HTTPException:
+    return HTTPException(413, f"JSON body too large: at most {MAX_JSON // 1024} KB; " + USAGE)
+
+
 async def _read_image(request: Request, mime: str):
     """The request's image (a Pillow image), or HTTPException with the reason."""
     length = request.headers.get("content-length", "")
@@ -55,10 +61,15 @@ async def _read_image(request: Request, mime: str):
         raise _too_large()
     try:
         if mime == "application/json":
-            body = b"".join([chunk async for chunk in _limited(request, MAX_BODY)])
+            if length.isdigit() and int(length) > MAX_JSON:
+                raise _json_too_large()
+            try:
+                body = b"".join([chunk async for chunk in _limited(request, MAX_JSON)])
+            except TooLarge:
+                raise _json_too_large() from None
             try:
                 data = json.loads(body)
-            except ValueError:
+            except (ValueError, RecursionError):     # RecursionError: nested thousands deep
                 raise HTTPException(400, "the body is not valid JSON; " + USAGE) from None
             if not isinstance(data, dict) or "pixels" not in data:
                 raise HTTPException(422, 'JSON body must be {"pixels": [784 integers 0..255]}')
