@@ -7,13 +7,14 @@ The model is loaded once, at start. Endpoints:
                  {"pixels": [784 integers 0..255]} -> {"digit", "confidence", "probabilities",
                  "preprocessed"} (the 28 x 28 image the model saw, as a PNG data URL)
 Bad input gets a 4xx and {"detail": message}; the server stays up:
-  400 not an image / cannot be decoded / malformed JSON or multipart    413 over the size limit
-      (5 MB of image, 64 KB of JSON)
+  400 not an image / cannot be decoded / over 16 megapixels / malformed JSON or multipart
+  413 over the size limit (5 MB of image, 64 KB of JSON)
   415 a content type other than multipart/form-data or application/json
   422 no ink (an empty drawing), no file in the form, pixels not 784 integers in 0..255
 """
 import argparse
 import json
+import threading
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
@@ -28,6 +29,8 @@ from tasks import preprocess
 MAX_UPLOAD = 5 * 1024 * 1024        # bytes of image
 MAX_BODY = MAX_UPLOAD + 64 * 1024   # the multipart envelope around it
 MAX_JSON = 64 * 1024                # a JSON body: a valid {"pixels": [...]} is under 4 KB
+WORKING = threading.BoundedSemaphore(2)   # images decoded and preprocessed at once (each up to
+                                          # 16 MP: tasks/preprocess.py's MAX_PIXELS)
 STATIC = Path(__file__).resolve().parent / "static"
 USAGE = ('send an image as multipart/form-data (field "file") or JSON {"pixels": [784 integers 0..255]}')
 
@@ -54,8 +57,20 @@ def _json_too_large() -> HTTPException:
     return HTTPException(413, f"JSON body too large: at most {MAX_JSON // 1024} KB; " + USAGE)
 
 
+class Undecodable(Exception):
+    """An upload Pillow cannot decode; the message names it."""
+
+
+def _decoded(data: bytes, name: str):
+    try:
+        return preprocess.open_image(data)
+    except preprocess.NotAnImage as e:
+        raise Undecodable(f"{name}: {e}") from None
+
+
 async def _read_image(request: Request, mime: str):
-    """The request's image (a Pillow image), or HTTPException with the reason."""
+    """A function that gives the request's image (a Pillow image; an upload is decoded only when
+    it is called), or HTTPException with the reason the body is refused."""
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > MAX_BODY:
         raise _too_large()
@@ -73,7 +88,8 @@ async def _read_image(request: Request, mime: str):
                 raise HTTPException(400, "the body is not valid JSON; " + USAGE) from None
             if not isinstance(data, dict) or "pixels" not in data:
                 raise HTTPException(422, 'JSON body must be {"pixels": [784 integers 0..255]}')
-            return preprocess.pixels_image(data["pixels"])
+            image = preprocess.pixels_image(data["pixels"])
+            return lambda: image
         parser = MultiPartParser(request.headers, _limited(request, MAX_BODY), max_files=4, max_fields=16)
         try:
             form = await parser.parse()
@@ -88,10 +104,8 @@ async def _read_image(request: Request, mime: str):
             raise _too_large()
         if not data:
             raise HTTPException(400, f"not an image: {upload.filename or 'the upload'} is empty")
-        try:
-            return await run_in_threadpool(preprocess.open_image, data)
-        except preprocess.NotAnImage as e:
-            raise HTTPException(400, f"{upload.filename or 'the upload'}: {e}") from None
+        name = upload.filename or "the upload"
+        return lambda: _decoded(data, name)
     except TooLarge:
         raise _too_large() from None
     except preprocess.BadPixels as e:
@@ -118,13 +132,16 @@ def create_app(predictor) -> FastAPI:
         mime = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if mime not in ("multipart/form-data", "application/json"):
             raise HTTPException(415, f"unsupported content type {mime or '(none)'}: {USAGE}")
-        image = await _read_image(request, mime)
+        load = await _read_image(request, mime)
 
         def recognize():
-            image28 = preprocess.to_mnist(image)
+            with WORKING:                        # decoded images in memory at once: bounded
+                image28 = preprocess.to_mnist(load())
             return image28, predictor(image28[None])[0]
         try:
             image28, probs = await run_in_threadpool(recognize)
+        except Undecodable as e:
+            raise HTTPException(400, str(e)) from None
         except preprocess.NoInk as e:
             raise HTTPException(422, f"{e}; draw or upload a digit") from None
         return {"digit": int(probs.argmax()), "confidence": float(probs.max()),

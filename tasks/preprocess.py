@@ -50,7 +50,9 @@ from tasks.io import SIDE
 BOX = 20                      # MNIST's digits are scaled into a 20 x 20 box...
 CENTRE = 14.0                 # ...and shifted so their centre of mass is at (14, 14)
 WORK_SIDE = 512               # larger images are reduced (area averaging) before anything else
-MAX_PIXELS = 50_000_000       # refuse to decode more (a small PNG can claim a huge canvas)
+MAX_PIXELS = 16_000_000       # refuse to decode more (a small PNG can claim a huge canvas);
+                              # a JPEG is first reduced while decoding (by 2, 4 or 8, keeping
+DRAFT_SIDE = 2 * WORK_SIDE    # both sides at least this), so a phone photo of 48 MP still passes
 MIN_CONTRAST = 0.05           # ink at least this far from the background level, else no ink
 INK_LEVEL = 0.35              # after scaling, pixels above this are ink for crop and noise removal
 NOISE_SIGMAS = 6.0            # ...and at least this many standard deviations of the background
@@ -92,11 +94,13 @@ def open_image(source) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(source)
+            if image.format == "JPEG":
+                image.draft(image.mode, (DRAFT_SIDE, DRAFT_SIDE))   # DCT scaling: less to decode
             if image.width * image.height > MAX_PIXELS:
                 raise NotAnImage(f"image too large to decode: {image.width} x {image.height} pixels "
                                  f"(at most {MAX_PIXELS:,})")
             image.load()
-    except (FileNotFoundError, PermissionError, IsADirectoryError):
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotAnImage):
         raise
     except UnidentifiedImageError:
         raise NotAnImage("not an image (Pillow cannot identify it)") from None

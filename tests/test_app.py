@@ -35,9 +35,10 @@ def digit(mnist, predictor):
     return render.render(x[i], "rgba", np.random.default_rng(0)), int(y[i]), x[i]
 
 
-def png(image: Image.Image) -> bytes:
+def png(image: Image.Image, fmt: str = "PNG") -> bytes:
+    """The image encoded as a file (PNG, or `fmt`)."""
     out = io.BytesIO()
-    image.save(out, format="PNG")
+    image.save(out, format=fmt)
     return out.getvalue()
 
 
@@ -140,3 +141,40 @@ def test_the_real_server_survives_bad_input(server_url, digit):
         r = http.post("/predict", files={"file": ("d.png", data, "image/png")})
         assert r.status_code == 200 and r.json()["digit"] == label
         assert http.get("/health").json()["status"] == "ok"
+
+
+def test_a_small_png_of_a_huge_canvas_is_refused_and_a_huge_jpeg_is_decoded_reduced(client):
+    huge = png(Image.new("L", (5000, 4000), 255))                       # 20 MP in a few KB
+    r = client.post("/predict", files={"file": ("canvas.png", huge, "image/png")})
+    assert r.status_code == 400 and "canvas.png: image too large to decode: 5000 x 4000" in r.json()["detail"]
+    photo = Image.new("L", (6000, 4000), 230)                                # a 24 MP photo of a 1
+    photo.paste(30, (2900, 1200, 3100, 2800))
+    jpeg = png(photo, "JPEG")
+    decoded = open_image(jpeg)
+    assert decoded.size[0] < 6000 and min(decoded.size) >= 1024                # reduced while decoding
+    r = client.post("/predict", files={"file": ("photo.jpg", jpeg, "image/jpeg")})
+    assert r.status_code == 200, r.text
+
+
+def test_images_are_decoded_and_preprocessed_two_at_a_time(client, digit, monkeypatch):
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from app import server
+    active, peak, lock = [0], [0], threading.Lock()
+    real = server.preprocess.to_mnist
+
+    def slow(image, **kw):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.2)
+        with lock:
+            active[0] -= 1
+        return real(image, **kw)
+    monkeypatch.setattr(server.preprocess, "to_mnist", slow)
+    post = lambda _: client.post("/predict", files={"file": ("d.png", digit[0], "image/png")}).status_code
+    with ThreadPoolExecutor(6) as pool:
+        assert list(pool.map(post, range(6))) == [200] * 6
+    assert peak[0] == 2
