@@ -17,11 +17,11 @@ ink on light paper resized to 28 x 28 is none of that, and the model reads it at
 4. background and noise: a local background (a grey opening, wider than any stroke) is subtracted,
    so uneven lighting and fog fade (a small image is taken as evenly lit unless the levels along
    its frame spread by more than UNEVEN, and the other way is tried if the first finds no ink);
-   levels are scaled so
-   typical ink reads 1.0; the strokes are found on a median-filtered copy (salt-and-pepper
-   specks do not count), a mark that touches the frame keeps only its parts thicker than a ruled
-   line (a line across the image is not taken for ink), specks much smaller than the largest
-   stroke are dropped, and what lies away from the remaining strokes is zeroed;
+   levels are scaled so typical ink reads 1.0; a small image strewn with 1-2 px specks is
+   median-filtered before its strokes are found; a mark on the frame (spanning it, or much smaller
+   than the largest blob) keeps only its parts as thick as strokes (a ruled line is not taken for
+   ink); blobs much smaller than the largest are dropped, and what lies away from the remaining
+   strokes is zeroed;
 5. strokes much thinner than MNIST's (a pen photographed from afar) are thickened;
 6. optional deskew (`deskew=True`): the slant measured from the ink's second moments is sheared
    away;
@@ -186,11 +186,12 @@ def _flip_bands(v: np.ndarray) -> np.ndarray:
         bright = np.median(v, axis=axis) > (lo + hi) / 2
         n = len(bright)
         middle = bool(np.median(bright[n // 4: 3 * n // 4 + 1]))
-        limit = int(n * BAND)
-        left = int(np.argmax(bright[:limit + 1] == middle)) if (bright[:limit + 1] == middle).any() else 0
-        right = int(np.argmax(bright[::-1][:limit + 1] == middle)) if (bright[::-1][:limit + 1] == middle).any() else 0
-        for band in (slice(0, left), slice(n - right, n)):
-            index = (slice(None), band) if axis == 0 else (band, slice(None))
+        def band(edge: np.ndarray) -> int:          # lines from the edge unlike the middle (0 if too many)
+            like = edge[:int(n * BAND) + 1] == middle
+            return int(np.argmax(like)) if like.any() else 0
+        left, right = band(bright), band(bright[::-1])
+        for band_slice in (slice(0, left), slice(n - right, n)):
+            index = (slice(None), band_slice) if axis == 0 else (band_slice, slice(None))
             v[index] = lo + hi - v[index]
     return v
 
@@ -232,13 +233,14 @@ def _strokes(s: np.ndarray) -> np.ndarray:
         marks = [k for k in frame if area[k] < MARK * area[1:].max()
                  or boxes[k - 1][0].stop - boxes[k - 1][0].start >= 0.9 * h
                  or boxes[k - 1][1].stop - boxes[k - 1][1].start >= 0.9 * w]
-        touching = np.isin(labels, marks)
-        thick = 2 * float(np.percentile(ndimage.distance_transform_edt(mask)[mask], 95))   # strokes, not lines
-        width = max(3, int(round(THIN * thick)) | 1)
-        opened = (mask & ~touching) | ndimage.binary_opening(touching, structure=np.ones((width, width)))
-        if opened.any():           # else the mark along the frame is the digit itself
-            mask = opened
-            labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
+        if marks:
+            touching = np.isin(labels, marks)
+            thick = 2 * float(np.percentile(ndimage.distance_transform_edt(mask)[mask], 95))   # strokes, not lines
+            width = max(3, int(round(THIN * thick)) | 1)
+            opened = (mask & ~touching) | ndimage.binary_opening(touching, structure=np.ones((width, width)))
+            if opened.any():       # else the mark along the frame is the digit itself
+                mask = opened
+                labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
     sizes = np.bincount(labels.ravel())[1:]
     keep = np.zeros(n + 1, bool)
     keep[1:] = sizes >= SPECK * sizes.max()
@@ -260,9 +262,9 @@ def oriented(image: Image.Image) -> tuple:
     return v, median
 
 
-def ink_map(image: Image.Image) -> np.ndarray:
-    """Steps 1-4: float32 ink (1 = full ink, 0 = background) at the image's resolution."""
-    v, median = oriented(image)
+def ink_map(v: np.ndarray, median: float) -> np.ndarray:
+    """Step 4, on `oriented`'s result: float32 ink (1 = full ink, 0 = background) at the image's
+    resolution."""
     if min(v.shape) >= 3 * SIDE:   # a photo or a canvas: the background may vary across it
         s, level, noise = _levelled(v, _background(v))
         if level < NOISE_SIGMAS * noise:
@@ -354,11 +356,11 @@ def _place(digit: np.ndarray) -> np.ndarray:
 
 def to_mnist(image: Image.Image, deskew: bool = False) -> np.ndarray:
     """A Pillow image (any mode) -> uint8 [28, 28], MNIST style; NoInk if it holds no digit."""
-    full = ink_map(image)                           # NoInk if there is no digit
+    v, median = oriented(image)
+    full = ink_map(v, median)                       # NoInk if there is no digit
     if full.shape == (SIDE, SIDE) and not deskew:
         # MNIST's own format already: only polarity and border bands are put right; levels are
         # left to the model (it normalizes them itself), geometry as it is.
-        v, _ = oriented(image)
         return np.round((v - v.min()) / max(float(np.ptp(v)), 1e-6) * 255.0).astype(np.uint8)
     ink = _crop(_thicken(_crop(full)))
     if deskew:
