@@ -268,7 +268,7 @@ def bench_robustness() -> None:
         for name in ("data", "models"):
             os.symlink(ROOT / name, Path(tmp) / name)
         seconds, rss = measured([sys.executable, "-m", "tasks.robustness"], tmp, os.environ | {"PYTHONPATH": str(ROOT)})
-        models = json.loads((Path(tmp) / "metrics/robustness.json").read_text())["models"]
+        models = json.loads((Path(tmp) / "metrics/details/robustness.json").read_text())["models"]
     table(f"Robustness stage ({machine()})", ["models", "seconds", "peak RSS MiB", "target"],
           [[", ".join(models), f"{seconds:.1f}", f"{rss / 2**20:,.0f}", "at most 120 s"]])
 

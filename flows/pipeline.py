@@ -85,7 +85,7 @@ def _load(repo: Path, path: Path):
 
 def publish_artifacts(repo: Path, statuses: dict, experiment: str | None) -> None:
     """Prefect artifacts: the run's metrics as a table and a markdown summary."""
-    ev, score = (_load(repo, p) or {} for p in (paths.EVALUATE_METRICS, paths.SCORE_METRICS))
+    ev, score = (_load(repo, p) or {} for p in (paths.EVALUATE_DETAILS, paths.SCORE_METRICS))
     names = list(ev.get("ensemble", {}).get("members", {}))
     trained = [_load(repo, paths.member(n).metrics) or {} for n in names]
     row = {"experiment": experiment, "validation_accuracy": ev.get("accuracy"),

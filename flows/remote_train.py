@@ -41,7 +41,7 @@ def member_name(stage: str) -> str:
 def tracked_files(repo: Path, stage: str) -> dict:
     """{relative path: text} of every file of a train@<member> stage's git-tracked outputs."""
     out = paths.member(member_name(stage))
-    found = [f for p in (out.metrics, out.dvclive) for f in ([repo / p] if (repo / p).is_file() else (repo / p).rglob("*"))]
+    found = [f for p in (out.metrics, out.details, out.dvclive) for f in ([repo / p] if (repo / p).is_file() else (repo / p).rglob("*"))]
     return {str(f.relative_to(repo)): f.read_text() for f in found if f.is_file()}
 
 

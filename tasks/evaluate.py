@@ -1,11 +1,13 @@
-"""Stage evaluate: the ensemble on the validation split -> metrics/evaluate.json and plots.
+"""Stage evaluate: the ensemble on the validation split -> metrics/evaluate.json (headline),
+metrics/details/evaluate.json (per class, per member, calibration) and plots.
 
 Metrics of the ensemble as submitted (its members and the TTA views of params.yaml): accuracy,
 log loss, macro F1, and per-class precision/recall/F1/support (the classification report of seeds
 003/004). Under "ensemble": each member's accuracy, and the ensemble's without and with TTA (with
 the configured views, or all views when none are configured), so the TTA setting is chosen on
 validation. Under "calibration": ECE, MCE, Brier score and NLL before and after temperature
-scaling (see calibrate), and the temperature that predict applies when params say so. Plots (PNG, plus CSV for DVC where DVC can draw them): confusion matrix, one-vs-rest
+scaling (see calibrate), and the temperature that predict applies when params say so. Plots (PNG,
+plus CSV for DVC where DVC can draw them): the per-class table (per_class.csv), confusion matrix, one-vs-rest
 ROC and precision-recall curves with AUC, the reliability diagram, the most confidently wrong images, every member's
 training curves, and the first member's first-layer feature maps for one image.
 """
@@ -120,6 +122,9 @@ def evaluate(models: dict, frame: pd.DataFrame, out: Path, live_dirs: dict, tta=
     plots.curves(pr, out / "precision_recall.png", "pr")
     result["roc_auc"] = {str(c): v[2] for c, v in roc.items()}
     result["average_precision"] = {str(c): v[2] for c, v in pr.items()}
+    write_rows(out / "per_class.csv", ["digit", "precision", "recall", "f1", "support", "roc_auc", "average_precision"],
+               [[c, v["precision"], v["recall"], v["f1"], v["support"], result["roc_auc"][c],
+                 result["average_precision"][c]] for c, v in result["per_class"].items()])
     onehot = np.eye(10, dtype=int)[y]          # micro-averaged curves for DVC's own plots
     fpr, tpr, _ = skm.roc_curve(onehot.ravel(), probs.ravel())
     prec, rec, _ = skm.precision_recall_curve(onehot.ravel(), probs.ravel())
@@ -138,6 +143,15 @@ def evaluate(models: dict, frame: pd.DataFrame, out: Path, live_dirs: dict, tta=
     return result
 
 
+def headline(result: dict) -> dict:
+    """The figures of metrics/evaluate.json: accuracy, errors, loss, the ensemble's size and accuracy,
+    its calibration error and the temperature predict applies (the rest is in metrics/details/)."""
+    e, c = result["ensemble"], result["calibration"]
+    return {"accuracy": result["accuracy"], "errors": result["errors"], "loss": result["loss"],
+            "ensemble": {"size": e["size"], "accuracy_with_tta": e["accuracy_with_tta"]},
+            "calibration": {"ece": c["before"]["ece"], "temperature": c["temperature"]}}
+
+
 def main() -> None:
     from tasks import ensemble
     from tasks import params as params_mod
@@ -146,7 +160,8 @@ def main() -> None:
     live_dirs = {name: paths.member(name).dvclive for name in models}
     with atomic_path(paths.EVAL_PLOTS, directory=True) as tmp:
         result = evaluate(models, pd.read_parquet(paths.SPLIT_VAL), tmp, live_dirs, p.ensemble.tta)
-    write_json(paths.EVALUATE_METRICS, result)
+    write_json(paths.EVALUATE_DETAILS, result)
+    write_json(paths.EVALUATE_METRICS, headline(result))
     e = result["ensemble"]
     print(f"evaluate: validation accuracy {result['accuracy']:.4f}, {result['errors']} errors of "
           f"{result['n']}, macro F1 {result['macro_f1']:.4f}; {e['size']} member(s) "

@@ -45,24 +45,35 @@ class Member:
     model: Path          # the best epoch's model
     checkpoints: Path    # per-epoch resume state
     dvclive: Path        # per-epoch curves
-    metrics: Path        # train metrics
+    metrics: Path        # headline train metrics (a DVC metrics file)
+    details: Path        # every train figure (seed, timings, epochs) for the report
+
+
+# A stage's headline figures, the ones compared across branches and experiments, are DVC metrics
+# files under metrics/ (`dvc metrics diff` fits a screen); every other figure it measured goes to the
+# same name under metrics/details/ (an output in git, read by the report; the per-class,
+# per-corruption and per-baseline tables are also CSV plots, so `dvc plots diff` draws them).
+DETAILS_DIR = METRICS_DIR / "details"
 
 
 def member(name: str) -> Member:
     """Where member `name` keeps its files (the train@<name> stage's outputs in dvc.yaml)."""
     return Member(MODEL_DIR / f"{name}.keras", CHECKPOINT_DIR / name, DVCLIVE_DIR / name,
-                  METRICS_DIR / "members" / f"{name}.json")
+                  METRICS_DIR / "members" / f"{name}.json", DETAILS_DIR / "members" / f"{name}.json")
 
 
 # Stage evaluate / predict / score / baselines.
 EVALUATE_METRICS = METRICS_DIR / "evaluate.json"
+EVALUATE_DETAILS = DETAILS_DIR / "evaluate.json"
 PLOTS_DIR = Path("plots")
 SUBMISSION_DIR = Path("submission")
 SUBMISSION = SUBMISSION_DIR / "submission.csv"
 PROBABILITIES = SUBMISSION_DIR / "probabilities.parquet"
 SCORE_METRICS = METRICS_DIR / "score.json"
 BASELINE_METRICS = METRICS_DIR / "baselines.json"
+BASELINE_DETAILS = DETAILS_DIR / "baselines.json"
 ROBUSTNESS_METRICS = METRICS_DIR / "robustness.json"
+ROBUSTNESS_DETAILS = DETAILS_DIR / "robustness.json"
 REPORT = Path("reports/report.md")
 
 

@@ -1,4 +1,5 @@
-"""Stage report: one human-readable page, reports/report.md, with the metrics tables and plots."""
+"""Stage report: one human-readable page, reports/report.md, with the metrics tables and plots
+(every figure: it reads metrics/details/ and the score)."""
 import json
 import os
 from pathlib import Path
@@ -34,13 +35,13 @@ def image(path: Path, caption: str) -> str:
 
 
 def members(ev: dict) -> dict:
-    """{member: its train metrics} for the members evaluate.json names, in its order."""
-    return {name: load(paths.member(name).metrics) for name in ev["ensemble"]["members"]}
+    """{member: its train figures} for the members the evaluate stage names, in its order."""
+    return {name: load(paths.member(name).details) for name in ev["ensemble"]["members"]}
 
 
 def render() -> str:
-    ev, score = load(paths.EVALUATE_METRICS), load(paths.SCORE_METRICS)
-    baselines, trained = load(paths.BASELINE_METRICS), members(load(paths.EVALUATE_METRICS))
+    ev, score = load(paths.EVALUATE_DETAILS), load(paths.SCORE_METRICS)
+    baselines, trained = load(paths.BASELINE_DETAILS), members(ev)
     first = next(iter(trained.values()))
     ens = ev["ensemble"]
     parts = ["# Digit recognizer: run report", ""]
@@ -73,7 +74,7 @@ def render() -> str:
                   f"Temperature {cal['temperature']:.3f}, fitted on the {cal['fitted_on']}.", "",
                   table(["measure", "as predicted", "after temperature scaling"], rows), "",
                   image(paths.EVAL_PLOTS / "reliability.png", "reliability diagram"), ""]
-    robust = load(paths.ROBUSTNESS_METRICS)
+    robust = load(paths.ROBUSTNESS_DETAILS)
     if robust:
         parts += [f"## Robustness: the model path ({robust['images']:,} validation images per corruption)", "",
                   "The corrupted 28 x 28 images fed to the model as they are.", "",

@@ -13,7 +13,9 @@ with several members each is also measured alone, "cnn <member>"), and the basel
 named in `robustness.baselines` are refitted exactly as stage baselines fits them (same seed,
 scaling and subsample). "relative_error" is the mean error over the corruptions divided by the
 clean error: how many times more mistakes a model makes on corrupted digits.
-Writes metrics/robustness.json and plots/robustness/ (accuracy.csv and .png, examples.png).
+Writes metrics/robustness.json (the CNN's mean and worst accuracy on each path),
+metrics/details/robustness.json (every model and corruption) and plots/robustness/ (accuracy.csv
+and .png for the model path, recognizer.csv, examples.png).
 """
 import io
 import json
@@ -88,10 +90,16 @@ def through_recognizer(predictor):
     return classify
 
 
-def write_plots(out, models: dict, sets: dict) -> None:
-    table = {s: {m: (r["clean"] if s == CLEAN else r["corruptions"][s]) for m, r in models.items()} for s in sets}
-    write_rows(out / "accuracy.csv", ["corruption", "model", "accuracy"],
-               [[s, m, acc] for s, row in table.items() for m, acc in row.items()])
+def accuracy_table(models: dict, names) -> dict:
+    """{corruption: {model: accuracy}}, clean first."""
+    return {s: {m: (r["clean"] if s == CLEAN else r["corruptions"][s]) for m, r in models.items()} for s in names}
+
+
+def write_plots(out, models: dict, sets: dict, via: dict) -> None:
+    table = accuracy_table(models, sets)
+    for name, rows in (("accuracy.csv", table), ("recognizer.csv", accuracy_table(via, sets))):
+        write_rows(out / name, ["corruption", "model", "accuracy"],
+                   [[s, m, acc] for s, row in rows.items() for m, acc in row.items()])
     plots.grouped_bars(table, out / "accuracy.png", f"Accuracy under corruptions ({len(sets[CLEAN]):,} "
                        "validation images)", "accuracy")
     plots.digit_grid([images[0] for images in sets.values()], list(sets), out / "examples.png", cols=9,
@@ -117,9 +125,19 @@ def main() -> None:
     via = measure({CNN: through_recognizer(predictor)}, {k: v[:m] for k, v in sets.items()}, yv[:m],
                   log=lambda line: print(line.replace("robustness", "robustness (recognizer)", 1)))
     with atomic_path(paths.ROBUSTNESS_PLOTS, directory=True) as tmp:
-        write_plots(tmp, results, sets)
-    write_json(paths.ROBUSTNESS_METRICS, {"images": n, "models": results,
-                                          "recognizer": {"images": m, "models": via}})
+        write_plots(tmp, results, sets, via)
+    details = {"images": n, "models": results, "recognizer": {"images": m, "models": via}}
+    write_json(paths.ROBUSTNESS_DETAILS, details)
+    write_json(paths.ROBUSTNESS_METRICS, headline(details))
+
+
+def headline(details: dict) -> dict:
+    """metrics/robustness.json: the CNN's mean and worst accuracy over the corruptions, on each path."""
+    out = {}
+    for path, models in (("model", details["models"]), ("recognizer", details["recognizer"]["models"])):
+        cnn = models[CNN]
+        out[path] = {"mean_corrupted": cnn["mean_corrupted"], "worst": min(cnn["corruptions"].values())}
+    return out
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 resumable, logged with DVCLive.   python -m tasks.train MEMBER
 
 Writes models/<member>.keras (the epoch with the best validation accuracy),
-metrics/members/<member>.json and per-epoch curves in dvclive/<member>/. Checkpoints every epoch
+metrics/members/<member>.json (headline figures; every figure in metrics/details/members/) and per-epoch curves in dvclive/<member>/. Checkpoints every epoch
 to checkpoints/<member>/ (model with optimizer state, so the schedule continues where it stopped,
 plus state.json); a killed run continues from the last finished epoch when started again, and a
 finished one is not retrained. Only the validation split is used for model selection; the answer
@@ -27,6 +27,8 @@ from tasks.io import atomic_path, sha256, to_images, write_json
 from tasks.params import Preset
 
 LAST, BEST, STATE = "last.keras", "best.weights.h5", "state.json"
+# what metrics/members/<member>.json keeps: the figures compared across experiments and machines
+HEADLINE = ("val_accuracy", "epochs", "train_seconds", "images_per_second", "device", "machine")
 
 
 def fingerprint(cfg: Preset, seed: int, data_files) -> str:
@@ -213,7 +215,8 @@ def main(argv=None) -> None:
         state["stage_seconds"] = round(state.get("stage_seconds", 0.0) + time.time() - psutil.Process().create_time(), 1)
         write_json(out.checkpoints / STATE, state)
     metrics["stage_seconds"] = state.get("stage_seconds")
-    write_json(out.metrics, metrics)
+    write_json(out.details, metrics)
+    write_json(out.metrics, {k: metrics[k] for k in HEADLINE})
     print(f"train@{name}: best val_accuracy {metrics['val_accuracy']:.4f} at epoch {metrics['best_epoch']}, "
           f"{metrics['train_seconds']} s, {metrics['images_per_second']} img/s -> {out.model}")
 

@@ -31,6 +31,9 @@ def test_every_model_clearly_beats_chance_and_reports_its_schema(sample):
         assert m["val_accuracy"] > 0.5, name               # chance is 0.1
         assert m["train_size"] <= 1500 and m["fit_seconds"] >= 0
     assert "PCA 20" in result["svc_rbf"]["note"]
+    best = max(result, key=lambda name: result[name]["val_accuracy"])
+    assert baselines.headline(result) == {"best_model": best, "best_val_accuracy": result[best]["val_accuracy"],
+                                          "fit_seconds": round(sum(m["fit_seconds"] for m in result.values()), 1)}
 
 
 def test_unknown_model_is_an_error_naming_it():

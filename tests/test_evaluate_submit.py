@@ -40,6 +40,19 @@ def test_metrics_on_a_hand_made_prediction_set():
     assert m["loss"] == pytest.approx(expected_loss, rel=1e-6)
 
 
+def test_headline_metrics_are_the_figures_compared_across_runs():
+    """metrics/evaluate.json keeps 7 figures; per class, per member and calibration go to the details."""
+    y = np.array([0, 1, 2, 3, 3])
+    probs = np.eye(10)[[0, 1, 2, 3, 2]] * 0.9 + 0.01
+    result = evaluate.classification_metrics(y, probs) | {
+        "ensemble": {"size": 2, "tta": [], "members": {"a": 0.8, "b": 0.6}, "accuracy_without_tta": 0.8,
+                     "accuracy_with_tta": 0.9, "tta_measured": ["shift"]},
+        "calibration": {"temperature": 1.2, "before": {"ece": 0.05, "mce": 0.3}, "after": {"ece": 0.02, "mce": 0.2}}}
+    assert evaluate.headline(result) == {"accuracy": 0.8, "errors": 1, "loss": result["loss"],
+                                         "ensemble": {"size": 2, "accuracy_with_tta": 0.9},
+                                         "calibration": {"ece": 0.05, "temperature": 1.2}}
+
+
 def test_one_vs_rest_auc_is_1_for_a_perfect_ranking():
     y = np.repeat(np.arange(10), 3)
     probs = np.eye(10)[y] * 0.9 + 0.01
@@ -132,12 +145,12 @@ def test_score_names_the_file_when_ids_do_not_match_the_key(tmp_path):
 def write_run_metrics(score_metrics=None, baselines=None):
     """Hand-made metrics of a run, where the stages write them (relative to the working directory)."""
     for name, seed, seconds in (("quick-42", 42, 250.0), ("quick-7", 7, 260.5)):
-        write_json(paths.member(name).metrics, {
+        write_json(paths.member(name).details, {
             "member": name, "preset": "quick", "seed": seed, "epochs": 12, "best_epoch": 11, "train_seconds": seconds,
             "stage_seconds": seconds + 21.5, "train_cpu_seconds": 2 * seconds, "images_per_second": 2600.5,
             "device": "device: CPU", "machine": "2 CPU cores, AMD EPYC, AVX2", "train_images": 54000})
     classes = [str(c) for c in range(10)]
-    write_json(paths.EVALUATE_METRICS, {
+    write_json(paths.EVALUATE_DETAILS, {
         "ensemble": {"size": 2, "tta": [], "members": {"quick-42": 0.9945, "quick-7": 0.9941},
                      "accuracy_without_tta": 0.9952, "accuracy_with_tta": 0.9950, "tta_measured": ["shift", "rotate"]},
         "accuracy": 0.9952, "errors": 29, "n": 6000, "loss": 0.0171, "macro_f1": 0.9951,
@@ -146,7 +159,7 @@ def write_run_metrics(score_metrics=None, baselines=None):
     if score_metrics:
         write_json(paths.SCORE_METRICS, score_metrics)
     if baselines:
-        write_json(paths.BASELINE_METRICS, baselines)
+        write_json(paths.BASELINE_DETAILS, baselines)
 
 
 def tables(text: str) -> dict:
@@ -171,13 +184,13 @@ def test_report_with_answer_key_and_baselines(tmp_path, monkeypatch):
     (tmp_path / paths.EVAL_PLOTS).mkdir(parents=True)
     (tmp_path / paths.EVAL_PLOTS / "confusion_matrix.png").write_bytes(b"")
     summary = lambda ece: {"ece": ece, "mce": 0.2, "brier": 0.01, "nll": 0.02, "accuracy": 0.995, "mean_confidence": 0.99}
-    ev = json.loads(paths.EVALUATE_METRICS.read_text())
-    write_json(paths.EVALUATE_METRICS, ev | {"calibration": {
+    ev = json.loads(paths.EVALUATE_DETAILS.read_text())
+    write_json(paths.EVALUATE_DETAILS, ev | {"calibration": {
         "temperature": 1.25, "fitted_on": "even rows of the validation split", "measured_on": "odd rows",
         "before": summary(0.004), "after": summary(0.0015)}})
     robust = lambda clean, fog: {"clean": clean, "mean_corrupted": (clean + fog) / 2,
                                  "relative_error": (1 - (clean + fog) / 2) / (1 - clean), "corruptions": {"fog": fog}}
-    write_json(paths.ROBUSTNESS_METRICS, {"images": 2000, "models": {"cnn": robust(0.99, 0.95), "svc_rbf": robust(0.98, 0.5)},
+    write_json(paths.ROBUSTNESS_DETAILS, {"images": 2000, "models": {"cnn": robust(0.99, 0.95), "svc_rbf": robust(0.98, 0.5)},
                                           "recognizer": {"images": 1000, "models": {"cnn": robust(0.98, 0.9)}}})
     text = report.render()
     t = tables(text)

@@ -9,6 +9,11 @@ from conftest import TINY, TWO, make_repo, set_params, sh, write_sample
 pytestmark = pytest.mark.integration
 
 
+def flat_keys(d: dict, prefix="") -> set:
+    """{"a.b", ...}: the dotted names `dvc metrics show` gives the figures of a metrics file."""
+    return set().union(*(flat_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k} for k, v in d.items()))
+
+
 def test_data_stages_from_kaggle_files_then_noop_then_change(tmp_path, mnist):
     repo = make_repo(tmp_path)
     write_sample(repo / "data" / "kaggle", mnist, n_train=400, n_test=50)
@@ -60,11 +65,25 @@ def test_full_repro_then_compare_branches(tmp_path):
                      "test_n": 10_000}
     report = (repo / "reports/report.md").read_text()
     assert f"**{score['test_accuracy']:.4f}** ({errors} errors of 10000)" in report and "## Confusion matrix" in report
-    assert {"metrics/evaluate.json", "metrics/members/quick-42.json", "metrics/members/quick-7.json",
-            "dvclive/quick-7/metrics.json"} <= set(json.loads(sh(repo, "dvc", "metrics", "show", "--json").stdout)[""]["data"])
-    ev = json.loads((repo / "metrics/evaluate.json").read_text())["ensemble"]
+    # `dvc metrics show`: the headline figures only; the details beside them, in git
+    shown = json.loads(sh(repo, "dvc", "metrics", "show", "--json").stdout)[""]["data"]
+    member = {"val_accuracy", "epochs", "train_seconds", "images_per_second", "device", "machine"}
+    assert {f: flat_keys(d["data"]) for f, d in shown.items()} == {
+        "metrics/evaluate.json": {"accuracy", "errors", "loss", "ensemble.size", "ensemble.accuracy_with_tta",
+                                  "calibration.ece", "calibration.temperature"},
+        "metrics/members/quick-42.json": member, "metrics/members/quick-7.json": member,
+        "metrics/score.json": {"answer_key", "test_accuracy", "test_errors", "test_n"},
+        "metrics/baselines.json": {"best_model", "best_val_accuracy", "fit_seconds"},
+        "metrics/robustness.json": {"model.mean_corrupted", "model.worst", "recognizer.mean_corrupted",
+                                    "recognizer.worst"}}
+    headline = json.loads((repo / "metrics/evaluate.json").read_text())
+    ev = json.loads((repo / "metrics/details/evaluate.json").read_text())["ensemble"]
     assert ev["size"] == 2 and set(ev["members"]) == {"quick-42", "quick-7"} and ev["tta"] == []
-    assert ev["accuracy_without_tta"] == json.loads((repo / "metrics/evaluate.json").read_text())["accuracy"]
+    assert ev["accuracy_without_tta"] == headline["accuracy"] and ev["accuracy_with_tta"] == headline["ensemble"]["accuracy_with_tta"]
+    per_class = pd.read_csv(repo / "plots/evaluate/per_class.csv")
+    assert per_class.digit.tolist() == list(range(10)) and per_class.support.sum() == 60
+    details = json.loads((repo / "metrics/details/members/quick-7.json").read_text())
+    assert (details["member"], details["seed"]) == ("quick-7", 7)
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "baseline run")
 
@@ -96,7 +115,7 @@ def test_full_repro_then_compare_branches(tmp_path):
     proc = sh(clone, "dvc", "metrics", "diff", "main", "--json")
     assert "failed to load" not in proc.stderr + proc.stdout
     fresh = json.loads(proc.stdout)
-    assert fresh["dvclive/full-5/metrics.json"]["step"]["new"] == 1               # its 2 epochs
+    assert fresh["metrics/members/full-5.json"]["epochs"]["new"] == 2
     assert fresh["metrics/evaluate.json"]["ensemble.size"]["new"] == 3
 
     plots = json.loads(sh(repo, "dvc", "plots", "diff", "main", "three-members", "--json").stdout)["data"]
@@ -110,6 +129,8 @@ def test_full_repro_then_compare_branches(tmp_path):
     assert "confusion" in (tmp_path / "plots/index.html").read_text()
     # Plots of every member's curves, from DVCLive, per revision.
     assert {"dvclive/quick-42/plots/metrics/train/loss.tsv", "dvclive/full-5/plots/metrics/eval/accuracy.tsv"} <= set(plots)
+    # and the details behind the headline figures: per class, per corruption on both paths
+    assert {"plots/evaluate/per_class.csv", "plots/robustness/accuracy.csv", "plots/robustness/recognizer.csv"} <= set(plots)
 
     # Removing the member again retrains nothing, only what combines the members re-runs (DVC's plan,
     # `repro --dry`, so the suite does not run those stages a fourth time).

@@ -76,7 +76,7 @@ def test_the_stage_writes_metrics_and_plots(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     robustness.main()
 
-    metrics = json.loads((tmp_path / "metrics/robustness.json").read_text())
+    metrics = json.loads((tmp_path / "metrics/details/robustness.json").read_text())
     assert metrics["images"] == 25 and list(metrics["models"]) == ["cnn", "cnn a", "cnn b", "decision_tree"]
     assert metrics["models"]["cnn"] == metrics["models"]["cnn a"]         # identical members: same answers
     for m in metrics["models"].values():
@@ -90,6 +90,14 @@ def test_the_stage_writes_metrics_and_plots(tmp_path, monkeypatch):
     rows = (tmp_path / "plots/robustness/accuracy.csv").read_text().splitlines()
     assert rows[0] == "corruption,model,accuracy" and len(rows) == 1 + 4 * (1 + len(corruptions.CORRUPTIONS))
     assert rows[1].startswith("clean,cnn,")
+    rows = (tmp_path / "plots/robustness/recognizer.csv").read_text().splitlines()
+    assert rows[0] == "corruption,model,accuracy" and len(rows) == 1 + 1 + len(corruptions.CORRUPTIONS)
+    # the headline file: the CNN's mean and worst corruption on each path
+    headline = json.loads((tmp_path / "metrics/robustness.json").read_text())
+    cnn, via_cnn = metrics["models"]["cnn"], via["models"]["cnn"]
+    assert headline == {"model": {"mean_corrupted": cnn["mean_corrupted"], "worst": min(cnn["corruptions"].values())},
+                        "recognizer": {"mean_corrupted": via_cnn["mean_corrupted"],
+                                       "worst": min(via_cnn["corruptions"].values())}}
     for png in ("accuracy.png", "examples.png"):
         assert (tmp_path / "plots/robustness" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -198,8 +198,11 @@ def test_killed_training_resumes_from_last_epoch_and_finished_one_is_not_retrain
     final = state(ws)
     assert final["epoch"] == 4 and final["resumed_from"] == [killed_at]
     assert [h["epoch"] for h in final["history"]] == [1, 2, 3, 4]
-    metrics = json.loads((ws / "metrics/members/quick-42.json").read_text())
+    metrics = json.loads((ws / "metrics/details/members/quick-42.json").read_text())
     assert (metrics["epochs"], metrics["preset"], metrics["seed"], metrics["member"]) == (4, "quick", 42, "quick-42")
+    headline = json.loads((ws / "metrics/members/quick-42.json").read_text())
+    assert headline == {k: metrics[k] for k in ("val_accuracy", "epochs", "train_seconds", "images_per_second",
+                                                "device", "machine")}
     live = json.loads((ws / "dvclive/quick-42/metrics.json").read_text())
     assert live["step"] == 3                                   # curves continue, not restart
     # the stage time of both runs that trained (the killed one's is lost with it: not in state)
@@ -207,7 +210,7 @@ def test_killed_training_resumes_from_last_epoch_and_finished_one_is_not_retrain
 
     assert "already trained: 4 epochs" in run_train(ws)
     assert state(ws)["history"] == final["history"]
-    again = json.loads((ws / "metrics/members/quick-42.json").read_text())
+    again = json.loads((ws / "metrics/details/members/quick-42.json").read_text())
     assert again["stage_seconds"] == metrics["stage_seconds"]   # a reload adds nothing
 
 
