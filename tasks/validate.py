@@ -9,7 +9,8 @@ every defect count 0: labels 0..9, pixels 0..255, none missing). Profiling first
 at a few expectations: 785 per-column expectations cost GX about 4 ms each (measured on a 2-core
 AMD EPYC virtual machine; `python -m bench --only data,validate-scale` times the whole stage and
 its memory). Results go to reports/validation/<file>.json and Data Docs HTML under
-reports/validation/docs/.
+reports/validation/docs/, which works offline: the scripts, stylesheets and fonts GX's pages load
+from CDNs are copied into the site from tasks/vendor/ (offline_data_docs()).
 
 A failing file exits 65 with a message naming the file, each failing column, how many values fail
 and the first row numbers (1-based data rows of the whole file: row 1 is the line after the
@@ -18,7 +19,10 @@ line number.
 """
 import csv
 import json
+import os
 import re
+import shutil
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,6 +232,73 @@ def new_context(docs_dir: Path):
     return context
 
 
+# Data Docs offline. GX's pages load Bootstrap, jQuery, bootstrap-table, Font Awesome and Vega from
+# CDNs and its logo from S3; offline the index renders unstyled and lists no validation results
+# (bootstrap-table fills the table from a script). The same files, pinned, are vendored from npm in
+# tasks/vendor/ (its README: versions, sha256, licenses; its update.py re-fetches them). After GX
+# builds the site they are copied into static/vendor/ and every page and stylesheet is pointed at
+# them with relative URLs, so the site also works when moved. Rewriting GX's output was chosen over
+# overriding its Jinja templates: those URLs sit in five templates (the logo is forced to S3 in
+# top_navbar.j2) that would have to be copied whole and kept in step with GX; a URL this map does
+# not know is reported, and tests/test_offline_pages.py opens the site with the network cut off.
+VENDOR = Path(__file__).resolve().parent / "vendor"
+FILTER_CONTROL = "dist/extensions/filter-control/bootstrap-table-filter-control"
+# URL in GX 1.24's pages -> file under tasks/vendor/: the package and version the URL names (vega@5,
+# vega-lite@5 and vega-embed@6 follow the newest release on the CDN; here they are pinned), minified
+# where GX names the unminified build, and 1.19.1's filter-control stylesheet where GX names 1.19.0's.
+DOCS_ASSETS = {
+    "https://cdn.jsdelivr.net/npm/vega@5": "vega@5.33.1/build/vega.min.js",
+    "https://cdn.jsdelivr.net/npm/vega-lite@5": "vega-lite@5.23.0/build/vega-lite.min.js",
+    "https://cdn.jsdelivr.net/npm/vega-embed@6": "vega-embed@6.29.0/build/vega-embed.min.js",
+    "https://code.jquery.com/jquery-3.7.1.min.js": "jquery@3.7.1/dist/jquery.min.js",
+    "https://cdnjs.cloudflare.com/ajax/libs/popper.js/1.12.9/umd/popper.min.js":
+        "popper.js@1.12.9/dist/umd/popper.min.js",
+    "https://maxcdn.bootstrapcdn.com/bootstrap/4.3.1/css/bootstrap.min.css": "bootstrap@4.3.1/dist/css/bootstrap.min.css",
+    "https://stackpath.bootstrapcdn.com/bootstrap/4.3.1/js/bootstrap.min.js": "bootstrap@4.3.1/dist/js/bootstrap.min.js",
+    "https://unpkg.com/bootstrap-table@1.19.1/dist/bootstrap-table.min.css":
+        "bootstrap-table@1.19.1/dist/bootstrap-table.min.css",
+    "https://unpkg.com/bootstrap-table@1.19.1/dist/bootstrap-table.min.js":
+        "bootstrap-table@1.19.1/dist/bootstrap-table.min.js",
+    f"https://unpkg.com/bootstrap-table@1.19.1/{FILTER_CONTROL}.min.js": f"bootstrap-table@1.19.1/{FILTER_CONTROL}.min.js",
+    f"https://unpkg.com/bootstrap-table@1.19.0/{FILTER_CONTROL}.min.css": f"bootstrap-table@1.19.1/{FILTER_CONTROL}.min.css",
+    f"https://unpkg.com/bootstrap-table@1.19.0/{FILTER_CONTROL}.css": f"bootstrap-table@1.19.1/{FILTER_CONTROL}.min.css",
+    "https://cdnjs.cloudflare.com/ajax/libs/bootstrap-datepicker/1.9.0/css/bootstrap-datepicker.min.css":
+        "bootstrap-datepicker@1.9.0/dist/css/bootstrap-datepicker.min.css",
+    "https://cdnjs.cloudflare.com/ajax/libs/bootstrap-datepicker/1.9.0/js/bootstrap-datepicker.min.js":
+        "bootstrap-datepicker@1.9.0/dist/js/bootstrap-datepicker.min.js",
+    "https://cdn.jsdelivr.net/npm/@forevolve/bootstrap-dark@1.1.0/dist/css/bootstrap-prefers-dark.css":
+        "@forevolve/bootstrap-dark@1.1.0/dist/css/bootstrap-prefers-dark.min.css",
+    "https://cdnjs.cloudflare.com/ajax/libs/font-awesome/6.6.0/css/all.min.css":
+        "@fortawesome/fontawesome-free@6.6.0/css/all.min.css",
+}
+# GX's logo from S3 (with a timestamp and the context id as query) -> the copy GX puts in the site
+GX_LOGO = re.compile(r"https://great-expectations-web-assets\.s3\.us-east-2\.amazonaws\.com/"
+                     r"(?:logo-long|full_logo_dark)\.png[^\"')]*")
+# what a page or stylesheet would still fetch: <script src>, <link href>, <img src>, CSS url()
+REMOTE = re.compile(r"<(?:script|link|img)\b[^>]*?\b(?:src|href)=\"(https?://[^\"]+)\""
+                    r"|url\(['\"]?(https?://[^'\")]+)")
+
+
+def offline_data_docs(site: Path) -> None:
+    """Copy tasks/vendor/'s assets into the Data Docs site and point its pages at them."""
+    shutil.copytree(VENDOR, site / "static" / "vendor",
+                    ignore=shutil.ignore_patterns("*.py", "*.md", "__pycache__"))
+    left = set()
+    for file in [*site.glob("**/*.html"), *(site / "static" / "styles").glob("*.css")]:
+        static = Path(os.path.relpath(site / "static", file.parent)).as_posix()
+        text = file.read_text(encoding="utf-8")
+        for url, path in DOCS_ASSETS.items():
+            text = text.replace(f'"{url}"', f'"{static}/vendor/{path}"')
+        text = GX_LOGO.sub(f"{static}/images/logo-long.png", text)
+        # Subresource integrity needs a CORS fetch, which Chromium refuses for file:// URLs (the
+        # two hashes GX gives, popper's and bootstrap.min.js's, match the vendored files).
+        text = re.sub(r'\s(?:integrity|crossorigin)="[^"]*"', "", text)
+        file.write_text(text, encoding="utf-8")
+        left |= {a or b for a, b in REMOTE.findall(text)}
+    if left:
+        print(f"warning: Data Docs still load from the network: {', '.join(sorted(left))}", file=sys.stderr)
+
+
 def describe_failures(spec: Spec, columns: list, prof: pd.DataFrame, results) -> list[str]:
     """Message lines for every failed expectation, most specific first.
 
@@ -319,6 +390,7 @@ def validate(files: dict, report_dir: Path) -> None:
             else:
                 print(f"{path}: valid ({seen.rows:,} rows x {len(seen.columns)} columns)")
         context.build_data_docs()
+        offline_data_docs(tmp / "docs")
     if errors:
         raise DataError("\n".join(errors) + f"\nreport: {report_dir / 'docs' / 'index.html'}")
 
