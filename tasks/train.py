@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ from tasks.cli import DataError, run_stage
 from tasks.io import atomic_path, sha256, to_images, write_json
 from tasks.params import Preset
 
-LAST, BEST, STATE = "last.keras", "best.weights.h5", "state.json"
+STATE = "state.json"
 # what metrics/members/<member>.json keeps: the figures compared across experiments and machines
 HEADLINE = ("val_accuracy", "epochs", "train_seconds", "images_per_second", "device", "machine")
 
@@ -59,13 +60,26 @@ def make_optimizer(cfg: Preset, steps_per_epoch: int):
 
 
 class Checkpoint:
-    """Per-epoch checkpoint: last model (with optimizer), best weights, and state.json."""
+    """Per-epoch checkpoint: the last model (with its optimizer), the best weights, and state.json.
+
+    One epoch is saved in one atomic step: its model, and its weights when they are the best so
+    far, are written under names of their own (last-<epoch>.keras, best-<epoch>.weights.h5), then
+    state.json is replaced by a rename and names them; only then are files it no longer names
+    removed. A kill at any moment leaves the previous epoch's checkpoint or the new one, whole."""
 
     def __init__(self, folder: Path, fp: str):
         self.folder, self.fp = Path(folder), fp
         self.state = {"fingerprint": fp, "epoch": 0, "history": [], "best_val_accuracy": -1.0,
                       "best_epoch": 0, "train_seconds": 0.0, "cpu_seconds": 0.0, "plateau": None,
-                      "resumed_from": []}
+                      "resumed_from": [], "last": None, "best": None}
+
+    @property
+    def last(self) -> Path:
+        return self.folder / self.state["last"]
+
+    @property
+    def best(self) -> Path:
+        return self.folder / self.state["best"]
 
     def load(self) -> bool:
         """True if a checkpoint of this very configuration exists (then self.state is its state)."""
@@ -73,13 +87,15 @@ class Checkpoint:
         if not path.exists():
             return False
         state = json.loads(path.read_text())
-        if state.get("fingerprint") != self.fp or not (self.folder / LAST).exists():
+        if state.get("fingerprint") != self.fp or not all(
+                state.get(k) and (self.folder / state[k]).is_file() for k in ("last", "best")):
             return False
         self.state = state
+        self.tidy()
         return True
 
     def save(self, model, logs: dict, epoch_seconds: float, epoch_cpu: float, plateau) -> None:
-        s = self.state
+        s = json.loads(json.dumps(self.state))          # the new state; self.state changes at the commit
         s["epoch"] += 1
         s["train_seconds"] += epoch_seconds
         s["cpu_seconds"] += epoch_cpu
@@ -87,14 +103,25 @@ class Checkpoint:
             "epoch": s["epoch"], "seconds": s["train_seconds"], "cpu_seconds": s["cpu_seconds"]})
         if logs["val_accuracy"] > s["best_val_accuracy"]:
             s["best_val_accuracy"], s["best_epoch"] = float(logs["val_accuracy"]), s["epoch"]
-            with atomic_path(self.folder / BEST) as tmp:
+            s["best"] = f"best-{s['epoch']:04d}.weights.h5"
+            with atomic_path(self.folder / s["best"]) as tmp:
                 model.save_weights(tmp)
         if plateau is not None:
             s["plateau"] = {"best": float(plateau.best), "wait": plateau.wait,
                             "cooldown_counter": plateau.cooldown_counter}
-        with atomic_path(self.folder / LAST) as tmp:
+        s["last"] = f"last-{s['epoch']:04d}.keras"
+        with atomic_path(self.folder / s["last"]) as tmp:
             model.save(tmp)
-        write_json(self.folder / STATE, s)
+        write_json(self.folder / STATE, s)              # the commit
+        self.state = s
+        self.tidy()
+
+    def tidy(self) -> None:
+        """Remove what the state does not name: older epochs, and files a killed save left."""
+        keep = {STATE, self.state["last"], self.state["best"]}
+        for f in self.folder.iterdir():
+            if f.is_file() and f.name not in keep:
+                f.unlink()
 
 
 def callbacks(ckpt: Checkpoint, cfg: Preset, live):
@@ -128,6 +155,21 @@ def callbacks(ckpt: Checkpoint, cfg: Preset, live):
     return [c for c in (plateau, CleanTail(), Save(), DVCLiveCallback(live=live)) if c is not None]
 
 
+def relog(live_dir: Path, history: list) -> None:
+    """DVCLive's files of the epochs in `history` (a checkpoint's), written as the Keras callback
+    writes them: for a finished or resumed member whose dvclive/<member>/ was deleted."""
+    from dvclive import Live
+    from dvclive.utils import standardize_metric_name
+    print(f"re-creating {live_dir} from the checkpoint's history ({len(history)} epochs)", flush=True)
+    shutil.rmtree(live_dir, ignore_errors=True)
+    with Live(str(live_dir), report=None, save_dvc_exp=False, dvcyaml=None) as live:
+        for epoch in history:
+            # the callback's order: Keras's logs (by name), then the learning rate Save adds
+            for key in sorted(set(epoch) - {"epoch", "seconds", "cpu_seconds"}, key=lambda k: (k == "learning_rate", k)):
+                live.log_metric(standardize_metric_name(key, "dvclive.keras"), epoch[key])
+            live.next_step()
+
+
 def train(cfg: Preset, seed: int, train_frame: pd.DataFrame, val_frame: pd.DataFrame, fp: str,
           ckpt_dir: Path = paths.CHECKPOINT_DIR, live_dir: Path = paths.DVCLIVE_DIR, verbose=None):
     """Train (or resume, or skip if finished); return (best model, metrics dict, state)."""
@@ -150,15 +192,17 @@ def train(cfg: Preset, seed: int, train_frame: pd.DataFrame, val_frame: pd.DataF
     resuming = ckpt.load()
     with strategy.scope():
         if resuming:
-            model = model_mod.load(ckpt_dir / LAST)
+            model = model_mod.load(ckpt.last)
             if ckpt.state["epoch"] < cfg.epochs:
-                print(f"resuming from epoch {ckpt.state['epoch']} of {cfg.epochs} ({ckpt_dir / LAST})", flush=True)
+                print(f"resuming from epoch {ckpt.state['epoch']} of {cfg.epochs} ({ckpt.last})", flush=True)
         else:
             model = model_mod.build(cfg.arch, cfg.augment, seed)
             model.compile(optimizer=make_optimizer(cfg, steps),
                           loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
                           metrics=["accuracy"], jit_compile=plan.jit_compile,
                           steps_per_execution=plan.steps_per_execution)
+    if resuming and not (Path(live_dir) / "metrics.json").exists():
+        relog(live_dir, ckpt.state["history"])
     if ckpt.state["epoch"] < cfg.epochs:
         if resuming:
             ckpt.state["resumed_from"].append(ckpt.state["epoch"])
@@ -173,7 +217,7 @@ def train(cfg: Preset, seed: int, train_frame: pd.DataFrame, val_frame: pd.DataF
                       verbose=verbose if verbose is not None else (1 if sys.stdout.isatty() else 2))
     else:
         print(f"already trained: {ckpt.state['epoch']} epochs, checkpoint matches; not retraining", flush=True)
-    model.load_weights(ckpt_dir / BEST)
+    model.load_weights(ckpt.best)
     best = ckpt.state["history"][ckpt.state["best_epoch"] - 1]
     seconds = ckpt.state["train_seconds"]
     metrics = {

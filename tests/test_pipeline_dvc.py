@@ -1,5 +1,6 @@
 """Integration: the real `dvc repro` in a temporary git repo on a small sample of MNIST."""
 import json
+import shutil
 
 import pandas as pd
 import pytest
@@ -86,6 +87,11 @@ def test_full_repro_then_compare_branches(tmp_path):
     assert (details["member"], details["seed"]) == ("quick-7", 7)
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "baseline run")
+    # A finished member whose DVCLive folder is gone: `dvc repro` reloads it and writes the curves again
+    shutil.rmtree(repo / "dvclive/quick-7")
+    out = sh(repo, "dvc", "repro", "-s", "train@quick-7").stdout
+    assert "re-creating dvclive/quick-7 from the checkpoint's history" in out
+    assert sh(repo, "git", "status", "--porcelain", "dvclive").stdout == ""      # the same files as committed
 
     # A third member, of another preset (shrunk), as an experiment: only it trains.
     out = sh(repo, "dvc", "exp", "run", "-n", "ensemble-3", "-S", "+ensemble.members.full-5={preset: full, seed: 5}",

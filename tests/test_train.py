@@ -86,7 +86,8 @@ def test_train_writes_metrics_and_a_model_that_reloads(tmp_path, mnist):
     assert metrics["device"].startswith("device: CPU")
     # several steps per graph call, none lost: 300 images at batch 64 = 5 optimizer steps per epoch
     assert m.steps_per_execution == device.plan_for(0).steps_per_execution > 1
-    assert int(model.load(tmp_path / "ck" / train.LAST).optimizer.iterations) == 2 * 5
+    assert int(model.load(tmp_path / "ck" / state["last"]).optimizer.iterations) == 2 * 5
+    assert {f.name for f in (tmp_path / "ck").iterdir()} == {"state.json", "last-0002.keras", state["best"]}
     assert [h["epoch"] for h in state["history"]] == [1, 2]
     assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"} <= set(state["history"][0])
     live = json.loads((tmp_path / "live" / "metrics.json").read_text())
@@ -96,6 +97,47 @@ def test_train_writes_metrics_and_a_model_that_reloads(tmp_path, mnist):
     x, _ = to_images(va)
     again = model.load(tmp_path / "m.keras")
     assert np.allclose(again.predict(x, verbose=0), m.predict(x, verbose=0), atol=1e-6)
+
+
+class Killed(Exception):
+    """Stands for a SIGKILL at one point of a checkpoint save (raised by a patched writer)."""
+
+
+@pytest.mark.parametrize("where", ["before state.json", "before the last model"])
+def test_a_kill_between_checkpoint_writes_resumes_to_matching_history_and_weights(tmp_path, monkeypatch, mnist, where):
+    """Epoch 2's save is cut after some of its files are written; the next run resumes from epoch 1
+    (whose checkpoint is whole), trains to the end, and the best weights are the epoch the state names."""
+    tr, va = frames(mnist, 300)
+    cfg, folder = tiny(epochs=3), tmp_path / "ck"
+    if where == "before state.json":
+        real = train.write_json
+        def cut(path, data):
+            if path.name == train.STATE and data["epoch"] == 2:
+                raise Killed
+            real(path, data)
+        monkeypatch.setattr(train, "write_json", cut)
+    else:
+        real_save = keras.Model.save
+        def cut(self, path, *a, **k):
+            if "last-0002" in str(path):
+                raise Killed
+            real_save(self, path, *a, **k)
+        monkeypatch.setattr(keras.Model, "save", cut)
+    with pytest.raises(Killed):
+        train.train(cfg, 0, tr, va, "fp", folder, tmp_path / "live", verbose=0)
+    monkeypatch.undo()
+    on_disk = json.loads((folder / train.STATE).read_text())
+    assert on_disk["epoch"] == 1 and on_disk["last"] == "last-0001.keras"
+    (folder / ".tmp-x-state.json").write_text("{")            # what a kill inside a write leaves
+
+    m, metrics, state = train.train(cfg, 0, tr, va, "fp", folder, tmp_path / "live", verbose=0)
+    assert state["resumed_from"] == [1] and [h["epoch"] for h in state["history"]] == [1, 2, 3]
+    assert {f.name for f in folder.iterdir()} == {"state.json", "last-0003.keras", state["best"]}
+    assert state["best"] == f"best-{state['best_epoch']:04d}.weights.h5"
+    assert int(model.load(folder / state["last"]).optimizer.iterations) == 3 * 5   # the last model is epoch 3's
+    x, y = to_images(va)
+    accuracy = float((m.predict(x, verbose=0).argmax(1) == y).mean())
+    assert accuracy == pytest.approx(state["best_val_accuracy"], abs=1e-6) == metrics["val_accuracy"]
 
 
 def test_unknown_optimizer_or_schedule_is_rejected():
@@ -208,8 +250,13 @@ def test_killed_training_resumes_from_last_epoch_and_finished_one_is_not_retrain
     # the stage time of both runs that trained (the killed one's is lost with it: not in state)
     assert metrics["stage_seconds"] == final["stage_seconds"] > metrics["train_seconds"] / 2
 
+    live_files = {f: f.read_bytes() for f in (ws / "dvclive/quick-42").rglob("*") if f.is_file()}
     assert "already trained: 4 epochs" in run_train(ws)
     assert state(ws)["history"] == final["history"]
+    # DVCLive's folder deleted: the reload writes it again from the checkpoint's history, the same bytes
+    shutil.rmtree(ws / "dvclive/quick-42")
+    assert "re-creating dvclive/quick-42 from the checkpoint's history (4 epochs)" in run_train(ws)
+    assert {f: f.read_bytes() for f in (ws / "dvclive/quick-42").rglob("*") if f.is_file()} == live_files
     again = json.loads((ws / "metrics/details/members/quick-42.json").read_text())
     assert again["stage_seconds"] == metrics["stage_seconds"]   # a reload adds nothing
 
@@ -239,7 +286,7 @@ def test_killed_plateau_training_resumes_its_learning_rate_and_plateau_state(tmp
     assert [h["val_accuracy"] for h in final["history"]] == [0, 0, 0, 0]
     assert [h["learning_rate"] for h in final["history"]] == pytest.approx(rates)
     assert final["plateau"] == {"best": 0.0, "wait": 0, "cooldown_counter": 0}
-    optimizer = model.load(ws / "checkpoints/plateau" / train.LAST).optimizer
+    optimizer = model.load(ws / "checkpoints/plateau" / final["last"]).optimizer
     assert int(optimizer.iterations) == 4 * steps
     assert float(keras.ops.convert_to_numpy(optimizer.learning_rate)) == pytest.approx(rates[-1])
     assert not list((ws / "checkpoints/plateau").glob(".tmp-*"))
@@ -249,4 +296,4 @@ def test_killed_plateau_training_resumes_its_learning_rate_and_plateau_state(tmp
     assert "resuming" not in out and "already trained" not in out
     fresh = state(ws, "plateau")
     assert fresh["resumed_from"] == [] and [h["learning_rate"] for h in fresh["history"]] == pytest.approx(rates[:2])
-    assert int(model.load(ws / "checkpoints/plateau" / train.LAST).optimizer.iterations) == 2 * steps
+    assert int(model.load(ws / "checkpoints/plateau" / fresh["last"]).optimizer.iterations) == 2 * steps
