@@ -1,9 +1,14 @@
 """The few DVC operations the flows need, as plain functions (no Prefect here, testable alone)."""
 import contextlib
+import fcntl
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import threading
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import networkx as nx
@@ -108,29 +113,168 @@ def repro_stage(repo_dir: Path, stage: str, force: bool, log, outside_lock: bool
         dvc(repo_dir, "commit", "--force", stage)
 
 
+CLONE_LOCK = Path(".dvc/tmp/flow-run.lock")   # held by the one flow run working in a clone
+JOURNAL = Path(".dvc/tmp/flow-journal")      # what the running flow must put back (git ignores .dvc/tmp)
+
+
+class CloneBusy(RuntimeError):
+    """Another flow run kept the clone longer than this run would wait."""
+
+
+def holder(flow_run_name: str) -> str:
+    """Who holds a clone's lock, as a waiting run's messages name it."""
+    return (f"flow run {flow_run_name} (pid {os.getpid()} on {socket.gethostname()}, "
+            f"since {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC)")
+
+
+@contextlib.contextmanager
+def clone_lock(repo_dir: Path, who: str, wait_seconds: float, logger):
+    """Hold the clone's lock for the block: one flow run at a time in a clone, so no run reads
+    params.yaml while another holds overrides in it. A run that finds the clone taken waits up to
+    `wait_seconds`, then fails naming the holder (`who`, written into the lock file). The lock is
+    an flock, released by the kernel however the holding process ends (SIGKILL, OOM).
+
+    Holding the lock, the run first puts back what an interrupted run left in its journal
+    (recover): no live run can own that journal."""
+    repo = Path(repo_dir)
+    if not (repo / ".dvc").is_dir():
+        raise ValueError(f"{repo} is not a DVC repository (no .dvc folder)")
+    path = repo / CLONE_LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:                      # its own open file: the lock is per open, not per process
+        deadline, told = time.monotonic() + wait_seconds, False
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                held_by = path.read_text().strip() or "another process"
+                if time.monotonic() >= deadline:
+                    raise CloneBusy(f"{repo} is in use by {held_by}; gave up after waiting {wait_seconds:g} s "
+                                    f"(clone_wait_seconds; lock file {path})") from None
+                if not told:
+                    logger.info("%s is in use by %s: waiting up to %g s for it", repo, held_by, wait_seconds)
+                    told = True
+                time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        f.truncate(0)
+        f.write(who + "\n")
+        f.flush()
+        try:
+            recover(repo, logger)
+            yield
+        finally:
+            f.truncate(0)
+            f.flush()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write a file whole or not at all (a kill mid-write leaves the old one)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def recover(repo_dir: Path, logger) -> list[str]:
+    """Put back what an interrupted run's journal holds (params.yaml before its overrides, or the
+    working tree before a remote training) and drop the journal. Call it holding the clone's lock."""
+    repo, journal = Path(repo_dir), Path(repo_dir) / JOURNAL
+    restored = []
+    if (journal / "worktree").exists():
+        restore_worktree(repo, (journal / "worktree").read_text().strip())
+        restored.append("the working tree")
+    if (journal / "params.yaml").exists():
+        _write_atomic(repo / "params.yaml", (journal / "params.yaml").read_bytes())
+        restored.append("params.yaml")
+    if restored:
+        logger.warning("restored %s of %s as it was before an interrupted run (journal %s)",
+                       " and ".join(restored), repo, journal)
+    shutil.rmtree(journal, ignore_errors=True)
+    return restored
+
+
 @contextlib.contextmanager
 def overridden_params(repo_dir: Path, overrides: dict):
     """Apply {"train.presets.quick.epochs": 20, ...} to params.yaml for the duration of the block,
     as `dvc exp run -S` does (DVC's own YAML editor keeps comments), then put params.yaml back as
     it was, so a run's overrides never leak into the next run. The result is checked against the
-    typed params first: an unknown key is an error naming it, before anything runs."""
+    typed params first: an unknown key is an error naming it, before anything runs.
+
+    Crash-safe under clone_lock: the original is journaled before the overrides are written and
+    the journal dropped after it is back; a run killed in between leaves the journal, which the
+    next run in the clone restores (recover) before anything else."""
     from dvc.utils.serialize import modify_yaml
+
     from tasks import params
+    if not overrides:
+        yield
+        return
     path = Path(repo_dir) / "params.yaml"
-    before = path.read_text()
+    journal = Path(repo_dir) / JOURNAL / "params.yaml"
+    before = path.read_bytes()
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(journal, before)
     try:
-        if overrides:
-            with modify_yaml(str(path)) as data:
-                for dotted, value in overrides.items():
-                    node = data
-                    *parents, last = dotted.split(".")
-                    for key in parents:
-                        node = node.setdefault(key, {})
-                    node[last] = value
-            params.load(path)
+        with modify_yaml(str(path)) as data:
+            for dotted, value in overrides.items():
+                node = data
+                *parents, last = dotted.split(".")
+                for key in parents:
+                    node = node.setdefault(key, {})
+                node[last] = value
+        params.load(path)
         yield
     finally:
-        path.write_text(before)
+        _write_atomic(path, before)
+        journal.unlink()
+
+
+def _git(repo: Path, *args, index: Path | None = None, stdin: bytes | None = None) -> bytes:
+    env = os.environ | ({"GIT_INDEX_FILE": str(index)} if index else {})
+    return subprocess.run(["git", *args], cwd=repo, env=env, input=stdin, capture_output=True,
+                          check=True).stdout
+
+
+@contextlib.contextmanager
+def worktree_kept(repo_dir: Path):
+    """Run the block, then put every file git sees back as it was before: changed or deleted
+    files rewritten, files the block created removed (ignored files, such as DVC's cache and
+    checkpoints, stay). So a worker's clone ends as it began and its next `git pull` applies.
+    The state is a git tree written through a throwaway index (the clone's index, branches and
+    stash are untouched), its id journaled: a run killed in the block is undone by the next."""
+    repo = Path(repo_dir)
+    journal = repo / JOURNAL
+    journal.mkdir(parents=True, exist_ok=True)
+    index = journal / "snapshot.index"
+    _git(repo, "add", "--all", index=index)
+    tree = _git(repo, "write-tree", index=index).decode().strip()
+    index.unlink()
+    _write_atomic(journal / "worktree", tree.encode())
+    try:
+        yield
+    finally:
+        restore_worktree(repo, tree)
+        (journal / "worktree").unlink()
+
+
+def restore_worktree(repo: Path, tree: str) -> None:
+    """Make the files git sees in `repo` those of `tree` (see worktree_kept)."""
+    index = repo / JOURNAL / "restore.index"
+    _git(repo, "read-tree", tree, index=index)
+    changed = _git(repo, "diff", "--name-only", "-z", index=index)     # modified or deleted since
+    if changed:
+        _git(repo, "checkout-index", "--force", "-z", "--stdin", index=index, stdin=changed)
+    for _ in range(5):          # a removed .gitignore bares the files it hid: another pass takes them
+        created = [p for p in _git(repo, "ls-files", "-z", "--others", "--exclude-standard",
+                                   index=index).decode().split("\0") if p]
+        if not created:
+            break
+        for rel in created:
+            (repo / rel).unlink()
+            for parent in (repo / rel).parents:     # and the folders it leaves empty
+                if parent == repo or any(parent.iterdir()):
+                    break
+                parent.rmdir()
+    index.unlink()
 
 
 def save_experiment(repo_dir: Path, name: str, log) -> None:

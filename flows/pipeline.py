@@ -3,7 +3,8 @@
 DVC decides what is stale (`dvc status`) and runs each stage (`dvc repro --single-item`); Prefect
 adds retries, run history, artifacts, schedules and workers. Unchanged stages end in a Completed
 state named "Skipped". A stage that rejects its data (exit status 65) fails at once, unretried.
-A run that changed anything is saved as a DVC experiment named after the flow run.
+A run that changed anything is saved as a DVC experiment named after the flow run. A run holds
+its clone's lock throughout: a second run in the same clone waits for it (clone_wait_seconds).
 
     python -m flows.pipeline                                  # all stages, local server or ephemeral
     python -m flows.pipeline --set train.presets.quick.epochs=3 --stages ingest validate
@@ -39,17 +40,18 @@ def _retry_unless_bad_data(task, task_run, state) -> bool:
 @task(name="dvc-stage", task_run_name="{stage}", retries=2, retry_delay_seconds=10, retry_jitter_factor=0.5,
       retry_condition_fn=_retry_unless_bad_data)
 def run_stage(repo_dir: str, stage: str, force: bool = False, train_deployment: str | None = None,
-              outside_lock: bool = False):
+              outside_lock: bool = False, member_timeout_seconds: float | None = None):
     """Run one DVC stage if DVC finds it stale (or force); report it as Skipped otherwise.
-    With `train_deployment`, a train@<member> stage runs there (a GPU worker) instead of here;
-    `outside_lock` runs it here beside other members (see dvc_ops.repro_stage)."""
+    With `train_deployment`, a train@<member> stage runs there (a GPU worker) instead of here,
+    within `member_timeout_seconds`; `outside_lock` runs it here beside other members (see
+    dvc_ops.repro_stage)."""
     log = get_run_logger()
     if not force and not dvc_ops.is_stale(Path(repo_dir), stage):
         log.info("stage %s is up to date: skipped", stage)
         return Completed(name="Skipped", message=f"{stage}: up to date")
     t0 = time.perf_counter()
     if is_member(stage) and train_deployment:
-        remote_train.dispatch(Path(repo_dir), train_deployment, stage, log.info)
+        remote_train.dispatch(Path(repo_dir), train_deployment, stage, log.info, member_timeout_seconds)
     else:
         dvc_ops.repro_stage(Path(repo_dir), stage, force, log.info, outside_lock=outside_lock and is_member(stage))
     return {"stage": stage, "seconds": round(time.perf_counter() - t0, 1)}
@@ -59,13 +61,16 @@ def is_member(stage: str) -> bool:
     return stage.startswith(remote_train.STAGE + "@")
 
 
-def train_members(runner, repo: str, members: list, force: bool, deployment: str | None, limit: int) -> dict:
+def train_members(runner, repo: str, members: list, force: bool, deployment: str | None, limit: int,
+                  member_timeout_seconds: float | None = None) -> dict:
     """Run the train@<member> stages concurrently: all at once on the work pool (each its own
-    flow run of the train deployment), at most `limit` at a time here. Returns {stage: state};
-    a failed member does not stop the others, whose models are kept."""
+    flow run of the train deployment, each within member_timeout_seconds), at most `limit` at a
+    time here. Returns {stage: state}; a failed member does not stop the others, whose models are
+    kept."""
     limit = len(members) if deployment else max(1, limit)
     waiting, running, states = iter(members), {}, {}
-    submit = lambda stage: runner.submit(repo, stage, force, deployment, outside_lock=limit > 1)
+    submit = lambda stage: runner.submit(repo, stage, force, deployment, outside_lock=limit > 1,
+                                         member_timeout_seconds=member_timeout_seconds)
     for stage in itertools.islice(waiting, limit):
         running[submit(stage)] = stage
     while running:
@@ -120,7 +125,8 @@ def pipeline(stages: list[str] | None = None, force: bool = False, params: dict 
              retries: int = 2, retry_delay_seconds: float = 10, retry_jitter_factor: float = 0.5,
              train_on: Literal["local", "gpu"] = "local",
              train_deployment: str = "digits-train-remote/train-gpu", repo_dir: str = ".",
-             save_experiment: bool = True, train_concurrency: int = 1) -> dict:
+             save_experiment: bool = True, train_concurrency: int = 1,
+             clone_wait_seconds: float = 3600, member_timeout_seconds: float = 10800) -> dict:
     """Run the DVC pipeline stage by stage; returns {stage: "Completed" | "Skipped"}.
 
     `params` overrides hold for this run only: params.yaml is as before afterwards. A run that
@@ -129,10 +135,17 @@ def pipeline(stages: list[str] | None = None, force: bool = False, params: dict 
     them. Ensemble members train side by side: `train_concurrency` at a time in this clone
     (default 1: on a 2-core machine two trainings at once are slower than one after the other),
     or with train_on="gpu" each as its own run of `train_deployment` on the `gpu` pool's workers,
-    all at once; the split and the models travel through the DVC remote (`dvc remote add -d`)."""
+    all at once; the split and the models travel through the DVC remote (`dvc remote add -d`).
+    A remote member not finished within `member_timeout_seconds` (its wait for a free worker
+    included) is cancelled and fails, so it is retried like any failed stage.
+
+    The run holds the clone's lock from start to end: a run that finds the clone in use waits
+    up to `clone_wait_seconds`, then fails naming the run that holds it. Holding the lock, it
+    first restores what a killed run left behind (params.yaml under its overrides)."""
     repo = Path(repo_dir).resolve()
     log = get_run_logger()
-    with dvc_ops.overridden_params(repo, params or {}):
+    with (dvc_ops.clone_lock(repo, dvc_ops.holder(current_flow_run.name), clone_wait_seconds, log),
+          dvc_ops.overridden_params(repo, params or {})):
         order = dvc_ops.stage_order(repo)
         group = lambda s: s.split("@")[0]           # "train" names every train@<member>
         unknown = set(stages or []) - set(order) - {group(s) for s in order}
@@ -148,7 +161,7 @@ def pipeline(stages: list[str] | None = None, force: bool = False, params: dict 
                 continue
             if is_member(stage):            # every member at once: they depend on the split alone
                 states = train_members(runner, str(repo), [s for s in chosen if is_member(s)], force,
-                                       deployment, train_concurrency)
+                                       deployment, train_concurrency, member_timeout_seconds)
             else:
                 states = {stage: runner(str(repo), stage, force, deployment, return_state=True)}
             statuses |= {s: states[s].name for s in chosen if s in states}    # in DVC's order
@@ -174,11 +187,16 @@ def main(argv=None) -> None:
                     help="gpu: run each member's train stage on the `gpu` work pool through the DVC remote")
     ap.add_argument("--train-concurrency", type=int, default=1, metavar="N",
                     help="members trained at once in this clone (default 1)")
+    ap.add_argument("--clone-wait-seconds", type=float, default=3600, metavar="S",
+                    help="how long to wait while another run uses this clone, then fail (default 3600)")
+    ap.add_argument("--member-timeout-seconds", type=float, default=10800, metavar="S",
+                    help="with --train-on gpu: deadline of each member's remote run (default 10800)")
     args = ap.parse_args(argv)
     import yaml
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
     print(pipeline(stages=args.stages, force=args.force, params=overrides, train_on=args.train_on,
-                   train_concurrency=args.train_concurrency))
+                   train_concurrency=args.train_concurrency, clone_wait_seconds=args.clone_wait_seconds,
+                   member_timeout_seconds=args.member_timeout_seconds))
 
 
 if __name__ == "__main__":

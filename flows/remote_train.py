@@ -7,6 +7,11 @@ the split, runs `dvc repro --single-item train@<member>`, pushes the model and r
 entry and the small git-tracked outputs. The caller then pulls the model. No shared disk is
 needed. The caller starts one such flow run per member, all at once; each worker (started with
 `--limit 1`, its own clone) takes one at a time, so the pool's workers train side by side.
+
+The worker's clone ends as it began, on success or failure: every file git sees is put back
+(its own params.yaml and dvc.lock, the member's metrics), so its next `git pull` applies. The
+caller waits for each member at most its deadline; a run still unfinished then is cancelled and
+the member fails (and is retried by the caller's task).
 """
 import json
 import subprocess
@@ -16,6 +21,7 @@ from pathlib import Path
 import yaml
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run as current_flow_run
 
 from flows import dvc_ops
 from flows.dvc_ops import dvc
@@ -41,7 +47,8 @@ def member_name(stage: str) -> str:
 def tracked_files(repo: Path, stage: str) -> dict:
     """{relative path: text} of every file of a train@<member> stage's git-tracked outputs."""
     out = paths.member(member_name(stage))
-    found = [f for p in (out.metrics, out.details, out.dvclive) for f in ([repo / p] if (repo / p).is_file() else (repo / p).rglob("*"))]
+    found = [f for p in (out.metrics, out.details, out.dvclive)
+             for f in ([repo / p] if (repo / p).is_file() else (repo / p).rglob("*"))]
     return {str(f.relative_to(repo)): f.read_text() for f in found if f.is_file()}
 
 
@@ -56,24 +63,24 @@ def merge_lock_entry(repo: Path, stage: str, entry: dict) -> None:
 
 
 @flow(name="digits-train-remote", flow_run_name="{stage}", log_prints=True)
-def train_remote(rev: str, lock: str, params: str, stage: str, repo_dir: str = ".") -> dict:
+def train_remote(rev: str, lock: str, params: str, stage: str, repo_dir: str = ".",
+                 clone_wait_seconds: float = 3600) -> dict:
     """Train one member on this worker from the caller's lock and params; return the lock entry
-    and files."""
+    and files. Holds the clone's lock (as the pipeline does) and leaves the clone as it was."""
     repo = Path(repo_dir).resolve()
     log = get_run_logger()
-    if git_head(repo) != rev:
-        raise dvc_ops.StageFailed(f"worker checkout {repo} is at {git_head(repo)}, the caller at {rev}: "
-                                  "update the worker's clone (git pull) first")
-    own_params = (repo / "params.yaml").read_text()
-    try:   # the caller's params for this run only: the worker's own scheduled runs keep theirs
-        (repo / "params.yaml").write_text(params)
-        (repo / "dvc.lock").write_text(lock)
-        dvc(repo, "pull", "split")
-        dvc_ops.repro_stage(repo, stage, force=False, log=log.info)
-        dvc(repo, "push", stage)
-        result = {"lock": lock_entry(repo, stage), "files": tracked_files(repo, stage)}
-    finally:
-        (repo / "params.yaml").write_text(own_params)
+    with dvc_ops.clone_lock(repo, dvc_ops.holder(current_flow_run.name), clone_wait_seconds, log):
+        if git_head(repo) != rev:
+            raise dvc_ops.StageFailed(f"worker checkout {repo} is at {git_head(repo)}, the caller at {rev}: "
+                                      "update the worker's clone (git pull) first")
+        # the caller's params and lock for this run only: the worker's own runs keep theirs
+        with dvc_ops.worktree_kept(repo):
+            (repo / "params.yaml").write_text(params)
+            (repo / "dvc.lock").write_text(lock)
+            dvc(repo, "pull", "split")
+            dvc_ops.repro_stage(repo, stage, force=False, log=log.info)
+            dvc(repo, "push", stage)
+            result = {"lock": lock_entry(repo, stage), "files": tracked_files(repo, stage)}
     create_markdown_artifact(key=RESULT_KEY, description="dvc.lock entry and metrics of the remote train stage",
                              markdown=f"```json\n{json.dumps(result, indent=1)}\n```")
     return result
@@ -91,17 +98,43 @@ def read_result(flow_run_id) -> dict:
     return json.loads(text[text.index("{"): text.rindex("}") + 1])
 
 
-def dispatch(repo: Path, deployment: str, stage: str, log) -> None:
-    """Caller side: push the split, run the train deployment for one member, take its results back."""
+def cancel(flow_run_id):
+    """Ask for a flow run's end: its worker stops a running one; one no worker took ends at once.
+    Returns the run's state afterwards."""
+    from prefect import get_client
+    from prefect.states import Cancelling
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(flow_run_id, Cancelling(message="past its member_timeout_seconds"))
+        return client.read_flow_run(flow_run_id).state
+
+
+def run_member(deployment: str, stage: str, parameters: dict, timeout_seconds: float | None):
+    """Run the train deployment for one member and wait at most `timeout_seconds` for its flow
+    run (its wait for a free worker included). A run still unfinished then (its worker may have
+    died: such a run never ends) is cancelled, and the member fails with StageFailed naming it,
+    the run and the deadline; a run that fails or crashes fails the member too."""
     from prefect.deployments import run_deployment
+    run = run_deployment(deployment, parameters=parameters, timeout=timeout_seconds)
+    state = run.state
+    if not state.is_final():
+        state = cancel(run.id)
+        if not state.is_completed():       # it may have finished in the meantime
+            raise dvc_ops.StageFailed(
+                f"{stage}: flow run {run.name} of {deployment} did not finish within "
+                f"member_timeout_seconds={timeout_seconds:g} s (it was {run.state.name}); cancelled it")
+    if not state.is_completed():
+        raise dvc_ops.StageFailed(f"{stage}: flow run {run.name} of {deployment} ended {state.name}: {state.message}")
+    return run
+
+
+def dispatch(repo: Path, deployment: str, stage: str, log, timeout_seconds: float | None = None) -> None:
+    """Caller side: push the split, run the train deployment for one member (within
+    `timeout_seconds`, see run_member), take its results back."""
     with _CALLER:
         dvc(repo, "push", "split")
         lock = (repo / "dvc.lock").read_text()
-    run = run_deployment(deployment, parameters={
-        "rev": git_head(repo), "lock": lock, "params": (repo / "params.yaml").read_text(), "stage": stage},
-        timeout=None)
-    if not run.state.is_completed():
-        raise dvc_ops.StageFailed(f"{deployment} ({stage}) ended {run.state.name}: {run.state.message}")
+    run = run_member(deployment, stage, {"rev": git_head(repo), "lock": lock, "stage": stage,
+                                         "params": (repo / "params.yaml").read_text()}, timeout_seconds)
     result = read_result(run.id)
     with _CALLER:
         merge_lock_entry(repo, stage, result["lock"])

@@ -2,11 +2,13 @@
 
     python -m flows.serve
 """
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.schedules import Cron
 
 from flows.pipeline import pipeline
 
 NIGHTLY = Cron("0 2 * * *", timezone="UTC")      # the same schedule as prefect.yaml's `nightly`
+ONE_AT_A_TIME = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)  # as there
 
 if __name__ == "__main__":
-    pipeline.serve(name="nightly-local", schedules=[NIGHTLY])
+    pipeline.serve(name="nightly-local", schedules=[NIGHTLY], global_limit=ONE_AT_A_TIME)

@@ -1,13 +1,18 @@
 """The Prefect flow on a tiny sample, against one session-scoped prefect_test_harness server."""
 import json
 import os
+import re
+import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 import yaml
 
-from conftest import TINY, TWO, make_repo, set_params, sh, write_sample
+from conftest import ROOT, TINY, TWO, make_repo, set_params, sh, write_sample
 
 pytestmark = pytest.mark.integration
 
@@ -201,7 +206,6 @@ def test_unknown_param_override_is_rejected_before_anything_runs(flow_repo):
 
 def test_deployments_register_with_schedule_and_pools(prefect_api):
     from prefect import get_client
-    from conftest import ROOT
     env = os.environ | {"PREFECT_API_URL": prefect_api, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
     for pool in ("cpu", "gpu"):
         subprocess.run(["prefect", "work-pool", "create", pool, "--type", "process", "--overwrite"],
@@ -218,6 +222,10 @@ def test_deployments_register_with_schedule_and_pools(prefect_api):
     [sched] = nightly.schedules
     assert sched.schedule.cron == "0 2 * * *" and sched.schedule.timezone == "UTC" and sched.active
     assert nightly.pull_steps[0]["prefect.deployments.steps.set_working_directory"]["directory"] == "{{ $DIGITS_REPO_DIR }}"
+    for name in ("nightly", "on-demand"):        # one run at a time per clone; the next one queues
+        assert deps[name].global_concurrency_limit.limit == 1
+        assert deps[name].concurrency_options.collision_strategy.value == "ENQUEUE"
+    assert deps["train-gpu"].global_concurrency_limit is None   # members run side by side
 
 
 def test_members_train_side_by_side_on_the_gpu_pool_through_dvc_remote(tmp_path, mnist, prefect_api):
@@ -228,9 +236,9 @@ def test_members_train_side_by_side_on_the_gpu_pool_through_dvc_remote(tmp_path,
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
     from prefect.deployments import run_deployment
-    from conftest import ROOT, set_params
     origin = make_repo(tmp_path / "origin")
     set_params(origin, **TINY, **{"ensemble.members": TWO})
+    shutil.copy(ROOT / ".gitignore", origin / ".gitignore")     # as a clone of the project has it
     sh(origin, "dvc", "remote", "add", "-d", "shared", str(tmp_path / "dvc-remote"))
     sh(origin, "git", "add", "-A")
     sh(origin, "git", "commit", "-qm", "project")
@@ -277,6 +285,10 @@ def test_members_train_side_by_side_on_the_gpu_pool_through_dvc_remote(tmp_path,
                for name in ("gpu-worker-1", "gpu-worker-2")}
     assert sorted(sum(trained.values(), [])) == ["quick-42", "quick-7"], trained
     assert not any((clones[name] / "data/raw").exists() for name in trained)
+    # and each gpu clone is as it was: its own params.yaml and no dvc.lock, metrics or .gitignore left
+    for name in trained:
+        assert sh(clones[name], "git", "status", "--porcelain", "--untracked-files=all").stdout == "", name
+        assert (clones[name] / "params.yaml").read_bytes() == (origin / "params.yaml").read_bytes()
     # the cpu clone got both models through the remote, the merged lock and the ensemble's metrics
     for member in TWO:
         assert (cpu_clone / "models" / f"{member}.keras").exists()
@@ -285,3 +297,170 @@ def test_members_train_side_by_side_on_the_gpu_pool_through_dvc_remote(tmp_path,
     assert (cpu_clone / "submission/submission.csv").exists()
     # the cpu worker's run is an experiment, pushed to the git remote it was cloned from
     assert sh(origin, "git", "for-each-ref", "refs/exps").stdout.strip()
+
+
+# A stage that holds its run open: it records its pid, then waits for a `release` file (both in
+# $HOLD_DIR) and writes the epochs it read from params.yaml, so a test can tell which params it ran with.
+HOLD = """import os, pathlib, time, yaml
+signals = pathlib.Path(os.environ["HOLD_DIR"])
+epochs = yaml.safe_load(open("params.yaml"))["train"]["presets"]["quick"]["epochs"]
+(signals / "started").write_text(str(os.getpid()))
+deadline = time.time() + 120
+while not (signals / "release").exists() and time.time() < deadline:
+    time.sleep(0.1)
+pathlib.Path("hold.out").write_text(str(epochs))
+"""
+
+
+@pytest.fixture
+def held_repo(tmp_path, monkeypatch):
+    """A committed repository with the project's params.yaml and one stage, `hold` (HOLD), that
+    depends on train.presets.quick.epochs; $HOLD_DIR is a folder outside it."""
+    repo, signals = tmp_path / "repo", tmp_path / "signals"
+    repo.mkdir()
+    signals.mkdir()
+    monkeypatch.setenv("HOLD_DIR", str(signals))
+    sh(repo, "git", "init", "-q")
+    sh(repo, "git", "config", "user.email", "ci@example.com")
+    sh(repo, "git", "config", "user.name", "ci")
+    sh(repo, "dvc", "init", "-q")
+    shutil.copy(ROOT / "params.yaml", repo / "params.yaml")
+    (repo / "hold.py").write_text(HOLD)
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"hold": {
+        "cmd": "python hold.py", "deps": ["hold.py"], "params": ["train.presets.quick.epochs"],
+        "outs": [{"hold.out": {"cache": False}}]}}}))
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "hold")
+    return repo, signals
+
+
+def epochs(repo) -> int:
+    return yaml.safe_load((repo / "params.yaml").read_text())["train"]["presets"]["quick"]["epochs"]
+
+
+def start_held_run(repo, signals, prefect_api, *args) -> subprocess.Popen:
+    """`python -m flows.pipeline --stages hold ARGS` in `repo`, in its own process group; returns
+    once its hold stage has started (the run holds the clone, its overrides written)."""
+    env = os.environ | {"PREFECT_API_URL": prefect_api, "PYTHONPATH": str(ROOT),
+                        "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+    proc = subprocess.Popen([sys.executable, "-m", "flows.pipeline", "--stages", "hold", *args], cwd=repo,
+                            env=env, stdout=open(signals / "run.log", "w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = time.time() + 180
+    while not (signals / "started").exists():
+        assert proc.poll() is None and time.time() < deadline, (signals / "run.log").read_text()[-3000:]
+        time.sleep(0.2)
+    return proc
+
+
+def flow_run_logs(state, wait: float = 15) -> str:
+    """The messages of a flow run's logs on the server (they arrive in batches: wait for some)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    deadline = time.time() + wait
+    with get_client(sync_client=True) as client:
+        while True:
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(
+                any_=[state.state_details.flow_run_id])))
+            text = "\n".join(log.message for log in logs)
+            if "Finished in state" in text or time.time() > deadline:
+                return text
+            time.sleep(0.5)
+
+
+def test_overlapping_runs_in_one_clone_wait_for_each_other_and_keep_params(held_repo, prefect_api):
+    """Run A (with an override) holds the clone; run B, started meanwhile, fails naming A when it
+    may not wait, and otherwise waits for A, then runs with the original params. params.yaml ends
+    byte-identical and both runs are recorded as experiments."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    from flows import dvc_ops
+    from flows.pipeline import pipeline
+    repo, signals = held_repo
+    before, original = (repo / "params.yaml").read_bytes(), epochs(repo)
+    a = start_held_run(repo, signals, prefect_api, "--set", "train.presets.quick.epochs=99")
+    try:
+        assert epochs(repo) == 99                            # A's override is in force
+        holder = (repo / dvc_ops.CLONE_LOCK).read_text()
+        assert f"(pid {a.pid} on " in holder
+        a_name = re.search(r"flow run (\S+)", holder).group(1)
+
+        hasty = pipeline(stages=["hold"], repo_dir=str(repo), clone_wait_seconds=1, return_state=True)
+        assert hasty.is_failed()
+        with pytest.raises(dvc_ops.CloneBusy, match=rf"{re.escape(str(repo))} is in use by flow run {a_name} \(pid {a.pid} "
+                                                    r".*gave up after waiting 1 s \(clone_wait_seconds"):
+            hasty.result()
+        assert epochs(repo) == 99                            # it touched nothing
+
+        threading.Timer(3, (signals / "release").touch).start()
+        patient = pipeline(stages=["hold"], repo_dir=str(repo), clone_wait_seconds=120, return_state=True)
+        assert a.wait(60) == 0, (signals / "run.log").read_text()[-3000:]
+    finally:
+        if a.poll() is None:
+            os.killpg(a.pid, signal.SIGKILL)
+    assert patient.is_completed() and patient.result() == {"hold": "Completed"}
+    assert (repo / "params.yaml").read_bytes() == before
+    assert (repo / "hold.out").read_text() == str(original)     # B ran after A, with the original params
+    assert f"is in use by flow run {a_name}" in flow_run_logs(patient)
+    with get_client(sync_client=True) as client:
+        [a_run] = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[a_name])))
+        b_run = client.read_flow_run(patient.state_details.flow_run_id)
+    assert a_run.state.is_completed() and b_run.start_time < a_run.end_time   # B waited while A ran
+    assert {a_name, b_run.name} <= set(experiments(repo))                     # both runs recorded
+
+
+def test_a_killed_run_leaves_its_overrides_and_the_next_run_restores_them_first(held_repo, prefect_api):
+    """A run killed (SIGKILL, all its processes) while its overrides are in params.yaml leaves
+    them and its journal; the next run in the clone restores params.yaml before anything else,
+    says so, and runs with the original params."""
+    from flows import dvc_ops
+    from flows.pipeline import pipeline
+    repo, signals = held_repo
+    before, original = (repo / "params.yaml").read_bytes(), epochs(repo)
+    killed = start_held_run(repo, signals, prefect_api, "--set", "train.presets.quick.epochs=99")
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    stage_pid, deadline = int((signals / "started").read_text()), time.time() + 30
+    while os.path.exists(f"/proc/{stage_pid}") and time.time() < deadline:     # its stage went with it
+        time.sleep(0.1)
+    assert epochs(repo) == 99                                            # the overrides stayed behind
+    assert (repo / dvc_ops.JOURNAL / "params.yaml").read_bytes() == before   # with the original
+    (signals / "release").touch()
+    state = pipeline(stages=["hold"], repo_dir=str(repo), save_experiment=False, return_state=True)
+    assert state.is_completed() and state.result() == {"hold": "Completed"}
+    assert (repo / "params.yaml").read_bytes() == before
+    assert (repo / "hold.out").read_text() == str(original)
+    assert not (repo / dvc_ops.JOURNAL).exists()
+    assert f"restored params.yaml of {repo} as it was before an interrupted run" in flow_run_logs(state)
+
+
+def test_a_remote_member_past_its_deadline_is_cancelled_and_fails_naming_it(prefect_api, monkeypatch):
+    """A member's flow run that no worker takes (or one whose worker died: it stays Running) is
+    cancelled at its deadline and the member fails with a message naming it and the deadline."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
+    from prefect.states import Running
+
+    from flows import remote_train
+    from flows.dvc_ops import StageFailed
+    with get_client(sync_client=True) as client:
+        flow_id = client.create_flow_from_name("digits-train-remote")
+        deployment_id = client.create_deployment(flow_id=flow_id, name="no-worker")
+    with pytest.raises(StageFailed, match=r"train@quick-7: flow run \S+ of digits-train-remote/no-worker did "
+                                          r"not finish within member_timeout_seconds=1 s \(it was Scheduled\); cancelled it"):
+        remote_train.run_member("digits-train-remote/no-worker", "train@quick-7", {"stage": "train@quick-7"}, 1)
+    with get_client(sync_client=True) as client:
+        [left] = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id])))
+        assert left.state.is_cancelled()                     # no worker will pick it up later
+        stuck = client.create_flow_run_from_deployment(deployment_id, state=Running())
+
+    def still_running(*args, **kwargs):
+        with get_client(sync_client=True) as client:
+            return client.read_flow_run(stuck.id)
+    monkeypatch.setattr("prefect.deployments.run_deployment", still_running)
+    with pytest.raises(StageFailed, match=r"train@quick-42: .* within member_timeout_seconds=60 s \(it was Running\)"):
+        remote_train.run_member("digits-train-remote/no-worker", "train@quick-42", {}, 60)
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(stuck.id).state.type.value == "CANCELLING"   # its worker would stop it
