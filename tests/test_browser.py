@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from model_fixture import digit_model, server_url  # noqa: F401
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",

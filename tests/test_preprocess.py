@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from model_fixture import digit_model, predictor  # noqa: F401
-from tasks import preprocess, recognize, render
+from bench import render
+from tasks import preprocess, recognize
 from tasks.preprocess import NoInk, to_mnist
 
 

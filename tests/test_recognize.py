@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench import render
 from conftest import ROOT
-from model_fixture import digit_model, predictor  # noqa: F401
-from tasks import recognize, render
+from tasks import recognize
 from tasks.preprocess import open_image, to_mnist
 
 
@@ -42,6 +42,7 @@ def photos(mnist, predictor, tmp_path_factory):
     return folder, labels
 
 
+@pytest.mark.integration                # the command in its own process, with a trained model
 def test_a_folder_as_json_lines_with_the_images_the_model_saw(photos, tmp_path, digit_model):
     folder, labels = photos
     notes, saved = folder / "notes.txt", tmp_path / "seen"
@@ -65,6 +66,7 @@ def test_a_folder_as_json_lines_with_the_images_the_model_saw(photos, tmp_path, 
     assert "4 of 10 files could not be recognized" in proc.stderr
 
 
+@pytest.mark.integration
 def test_one_file_with_the_top_guesses(photos, digit_model):
     folder, labels = photos
     name = sorted(labels)[0]

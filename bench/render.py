@@ -1,9 +1,10 @@
 """MNIST images drawn back as a user would hand them in: large, off-centre, in a file.
 
-The round trip of tests/test_preprocess.py and the CLI part of `python -m bench.serve`:
-a 28 x 28 MNIST image is enlarged (the digit 100-250 px tall), placed off-centre with random
-margins, and saved either as a JPEG photo (dark ink on light, slightly tinted and noisy paper)
-or as a canvas export (black strokes on a fully transparent background, RGBA PNG).
+Inputs for the recognizer's tests and benchmarks (the round trip of tests/test_preprocess.py, the
+CLI and API tests, the deskew and CLI parts of `python -m bench.serve`): a 28 x 28 MNIST image is
+enlarged (the digit 100-250 px tall), placed off-centre with random margins, and saved either as a
+JPEG photo (dark ink on light, slightly tinted and noisy paper) or as a canvas export (black strokes
+on a fully transparent background, RGBA PNG).
 """
 import io
 
