@@ -4,18 +4,25 @@ VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
 RUN    := PATH="$(BIN):$$PATH"
 
-.PHONY: setup setup-gpu repro test bench serve chromium
+.PHONY: help setup setup-gpu repro test test-fast lint bench serve chromium
+.DEFAULT_GOAL := help
 
-$(VENV)/.installed: requirements.lock
+help:                              ## this list (plain `make`)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+# The project itself goes in editable (its packages stay here; the commands digits-recognize and
+# digits-serve land in .venv/bin), built with the pinned setuptools, not a downloaded one.
+$(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q -r requirements.lock
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
 	touch $@
 
-setup: $(VENV)/.installed          ## virtual environment with the pinned dependencies
+setup: $(VENV)/.installed          ## virtual environment with the pinned dependencies and the project's commands
 
 setup-gpu: setup                   ## GPU worker: swap the CPU build of TensorFlow for the CUDA one
 	$(BIN)/pip uninstall -y -q tensorflow-cpu
-	$(BIN)/pip install -q -c requirements.lock ".[gpu]"
+	$(BIN)/pip install -q --no-build-isolation -c requirements.lock -e ".[gpu]"
 
 repro: setup                       ## run the whole DVC pipeline on the bundled data
 	$(RUN) dvc repro
@@ -27,8 +34,14 @@ chromium:                          ## Debian's Chromium for the browser test (no
 	    $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium >/dev/null; \
 	fi
 
-test: setup chromium               ## the test suite (CI runs exactly this)
+test: setup chromium               ## the test suite (CI runs exactly this, after make lint)
 	$(RUN) python -m pytest
+
+test-fast: setup                   ## the unit tests: the suite less the `integration` mark
+	$(RUN) python -m pytest -m "not integration"
+
+lint: setup                        ## ruff on the whole repository (rules in pyproject.toml)
+	$(RUN) ruff check .
 
 bench: setup                       ## speed figures of every stage, printed as a table
 	$(RUN) python -m bench

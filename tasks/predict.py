@@ -14,7 +14,6 @@ from tasks.cli import run_stage
 from tasks.io import atomic_path, to_images
 
 
-
 def predict(models: dict, frame: pd.DataFrame, tta=()) -> np.ndarray:
     from tasks import ensemble
     x, _ = to_images(frame)

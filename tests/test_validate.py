@@ -56,7 +56,7 @@ def test_pixel_out_of_range_names_column_count_and_rows(tmp_path):
 def test_more_failing_columns_than_listed_are_counted_exactly(tmp_path):
     frame = kaggle_frame(20)
     frame.loc[0, [f"pixel{i}" for i in range(20)]] = 300
-    failures = [l[4:] for l in check(tmp_path, train=frame).splitlines() if l.startswith("  - ")]
+    failures = [line[4:] for line in check(tmp_path, train=frame).splitlines() if line.startswith("  - ")]
     assert failures == [f"column pixel{i}: 1 value outside 0..255 (rows 1)" for i in range(12)] + [
         "... and 8 more columns with values outside 0..255"]
     # several defects: labels first, then columns in order; the rest counted per defect
@@ -64,7 +64,7 @@ def test_more_failing_columns_than_listed_are_counted_exactly(tmp_path):
     frame.loc[2, "label"] = 11
     frame.loc[0, [f"pixel{i}" for i in range(12)]] = -5
     frame.loc[1, [f"pixel{i}" for i in range(100, 103)]] = 0.5
-    failures = [l[4:] for l in check(tmp_path, train=frame).splitlines() if l.startswith("  - ")]
+    failures = [line[4:] for line in check(tmp_path, train=frame).splitlines() if line.startswith("  - ")]
     assert failures[0] == "column label: 1 value outside the integers 0..9 (rows 3)"
     assert failures[11] == "column pixel10: 1 value outside 0..255 (rows 1)"
     assert failures[12:] == ["... and 1 more column with values outside 0..255",
@@ -209,7 +209,7 @@ def test_messages_are_the_same_whatever_the_batch_size(tmp_path, monkeypatch):
     whole = check(tmp_path, train=frame)
     monkeypatch.setattr(validate, "BATCH_ROWS", 3)
     assert check(tmp_path, train=frame) == whole
-    failures = [l[4:] for l in whole.splitlines() if l.startswith("  - ")]
+    failures = [line[4:] for line in whole.splitlines() if line.startswith("  - ")]
     assert failures[:4] == ["column label: 1 value missing (rows 5)",
                             "column label: 1 value outside the integers 0..9 (rows 18)",
                             "column pixel4: 2 values non-integer (rows 7, 19)",
