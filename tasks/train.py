@@ -2,11 +2,11 @@
 resumable, logged with DVCLive.   python -m tasks.train MEMBER
 
 Writes models/<member>.keras (the epoch with the best validation accuracy),
-metrics/members/<member>.json (headline figures; every figure in metrics/details/members/) and per-epoch curves in dvclive/<member>/. Checkpoints every epoch
-to checkpoints/<member>/ (model with optimizer state, so the schedule continues where it stopped,
-plus state.json); a killed run continues from the last finished epoch when started again, and a
-finished one is not retrained. Only the validation split is used for model selection; the answer
-key is never read here.
+metrics/members/<member>.json (headline figures; every figure in metrics/details/members/) and
+per-epoch curves in dvclive/<member>/. Checkpoints every epoch to checkpoints/<member>/ (model
+with optimizer state, so the schedule continues where it stopped, plus state.json); a killed run
+continues from the last finished epoch when started again, and a finished one is not retrained.
+Only the validation split is used for model selection; the answer key is never read here.
 """
 import argparse
 import dataclasses
@@ -180,7 +180,7 @@ def train(cfg: Preset, seed: int, train_frame: pd.DataFrame, val_frame: pd.DataF
 
     n_gpus = device.count_gpus()
     plan = device.plan_for(n_gpus)
-    print(plan.describe(n_gpus), flush=True)
+    print(plan.describe(n_gpus, device.onednn_line()), flush=True)
     strategy = device.activate(plan)
     keras.utils.set_random_seed(seed)
     x, y = to_images(train_frame)
@@ -221,7 +221,7 @@ def train(cfg: Preset, seed: int, train_frame: pd.DataFrame, val_frame: pd.DataF
     best = ckpt.state["history"][ckpt.state["best_epoch"] - 1]
     seconds = ckpt.state["train_seconds"]
     metrics = {
-        "preset": None, "device": plan.describe(n_gpus),
+        "preset": None, "device": plan.describe(n_gpus, device.onednn_line()),
         "best_epoch": ckpt.state["best_epoch"], "epochs": ckpt.state["epoch"], "train_images": len(x),
         "val_accuracy": best["val_accuracy"], "val_loss": best["val_loss"],
         "train_seconds": round(seconds, 1),
@@ -237,6 +237,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m tasks.train", description=__doc__.splitlines()[0])
     ap.add_argument("member", help="a name in params.yaml's ensemble.members")
     name = ap.parse_args(argv).member
+    device.set_onednn()                   # before TensorFlow is imported
     p = params_mod.load()
     if name not in p.ensemble.members:
         raise DataError(f"{paths.PARAMS}: no member {name!r} in ensemble.members "

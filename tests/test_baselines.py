@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from test_evaluate_submit import assert_plot
 from tasks import baselines, params
+from test_evaluate_submit import assert_plot
 
 
 @pytest.fixture(scope="module")

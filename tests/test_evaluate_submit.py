@@ -61,7 +61,7 @@ def test_one_vs_rest_auc_is_1_for_a_perfect_ranking():
 
 
 def write_sub(path, ids, labels, header="ImageId,Label"):
-    path.write_text(header + "\n" + "".join(f"{i},{l}\n" for i, l in zip(ids, labels)))
+    path.write_text(header + "\n" + "".join(f"{i},{label}\n" for i, label in zip(ids, labels)))
     return path
 
 

@@ -80,7 +80,8 @@ def test_full_repro_then_compare_branches(tmp_path):
     headline = json.loads((repo / "metrics/evaluate.json").read_text())
     ev = json.loads((repo / "metrics/details/evaluate.json").read_text())["ensemble"]
     assert ev["size"] == 2 and set(ev["members"]) == {"quick-42", "quick-7"} and ev["tta"] == []
-    assert ev["accuracy_without_tta"] == headline["accuracy"] and ev["accuracy_with_tta"] == headline["ensemble"]["accuracy_with_tta"]
+    assert ev["accuracy_without_tta"] == headline["accuracy"]
+    assert ev["accuracy_with_tta"] == headline["ensemble"]["accuracy_with_tta"]
     per_class = pd.read_csv(repo / "plots/evaluate/per_class.csv")
     assert per_class.digit.tolist() == list(range(10)) and per_class.support.sum() == 60
     details = json.loads((repo / "metrics/details/members/quick-7.json").read_text())

@@ -4,10 +4,9 @@ import json
 
 import numpy as np
 import pytest
-
-from conftest import ROOT, kaggle_frame, set_params
 from PIL import Image
 
+from conftest import ROOT, kaggle_frame, set_params
 from tasks import corruptions, ensemble, params, robustness
 from tasks.preprocess import to_mnist
 
