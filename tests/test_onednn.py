@@ -48,6 +48,7 @@ def test_set_onednn_writes_the_switch_unless_the_user_set_it(monkeypatch):
     assert env["TF_ENABLE_ONEDNN_OPTS"] == "0"
 
 
+@pytest.mark.integration                  # two fresh processes importing TensorFlow
 def test_the_switch_reaches_tensorflow_and_the_device_line():
     """In a fresh process, as the train stage does it: set_onednn, then TensorFlow."""
     code = ("import os; from tasks import device; os.environ['DIGITS_ONEDNN'] = '{pref}'; line = device.set_onednn(); "

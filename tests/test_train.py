@@ -103,6 +103,7 @@ class Killed(Exception):
     """Stands for a SIGKILL at one point of a checkpoint save (raised by a patched writer)."""
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("where", ["before state.json", "before the last model"])
 def test_a_kill_between_checkpoint_writes_resumes_to_matching_history_and_weights(tmp_path, monkeypatch, mnist, where):
     """Epoch 2's save is cut after some of its files are written; the next run resumes from epoch 1
