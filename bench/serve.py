@@ -8,6 +8,11 @@
   throughput  8 concurrent clients posting the same image: requests/s, p50 and p95
   cli         `python -m tasks.recognize` on a folder of 1,000 rendered MNIST test images, the whole
               process, against the same command on one image (start-up: imports, model load)
+  hostile     a hostile burst against the server: 32 uploads of small PNGs that decode to huge
+              images (16 and 20 megapixels), 8 at a time, with deeply nested and oversized JSON
+              bodies, while one client keeps posting a valid drawing and another polls /health:
+              every hostile answer a 4xx JSON, the server's peak resident memory (target: under
+              1.2 GB), p50/p95 of the valid requests
 Every table names the machine (tasks/machine.py). Needs a trained model (`make repro`).
 """
 import argparse
@@ -23,7 +28,7 @@ import numpy as np
 
 from bench import ROOT, machine, table
 
-PARTS = ("deskew", "latency", "throughput", "cli")
+PARTS = ("deskew", "latency", "throughput", "cli", "hostile")
 
 
 def drawn_digit() -> bytes:
@@ -145,6 +150,106 @@ def bench_server(model_path: Path, parts: list, requests: int, clients: int) -> 
     print("target: p50 at most 30 ms for one client")
 
 
+def hostile_payloads(uploads: int = 32) -> list:
+    """(name, httpx.post keyword arguments) of a hostile burst: small PNGs of huge blank canvases,
+    alternately 16 MP (decoded, then no ink: 422) and 20 MP (refused unread: 400), and JSON bodies
+    nested 30,000 deep (400) or of 100 KB (413)."""
+    import io
+    import json
+
+    from PIL import Image
+
+    def png(size):
+        buf = io.BytesIO()
+        Image.new("L", size, 255).save(buf, format="PNG", optimize=True)
+        return buf.getvalue()
+    canvases = {"16 MP canvas": png((4000, 4000)), "20 MP canvas": png((5000, 4000))}
+    nested = ('{"pixels": ' + "[" * 30_000 + "]" * 30_000 + "}").encode()
+    large = json.dumps({"pixels": [0] * 784, "padding": "x" * 100_000}).encode()
+    out = []
+    for i in range(uploads):
+        name = list(canvases)[i % 2]
+        out.append((name, {"files": {"file": (f"{i}.png", canvases[name], "image/png")}}))
+        if i % 4 == 3:
+            body = nested if i % 8 == 3 else large
+            out.append(("nested JSON" if body is nested else "100 KB JSON",
+                        {"content": body, "headers": {"content-type": "application/json"}}))
+    return out
+
+
+def hostile_burst(url: str, pid: int, uploads: int = 32, at_once: int = 8, valid: bytes | None = None) -> dict:
+    """Send hostile_payloads() `at_once` at a time while one client posts `valid` (a drawing) and
+    another polls /health, sampling the server's resident memory every 20 ms. Returns the answers
+    ({kind: [(status, JSON detail or the raw text)]}), the valid requests' seconds and statuses,
+    the /health statuses (an exception counts as None) and the peak RSS in bytes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+    import psutil
+    server, done = psutil.Process(pid), threading.Event()
+    peak, answers, valid_runs, health = [server.memory_info().rss], {}, [], []
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], server.memory_info().rss)
+            time.sleep(0.02)
+
+    def post(item):
+        kind, kwargs = item
+        with httpx.Client(base_url=url, timeout=120) as client:
+            r = client.post("/predict", **kwargs)
+        try:
+            detail = r.json().get("detail")
+        except ValueError:
+            detail = r.text
+        return kind, r.status_code, detail
+
+    def keep_posting():
+        with httpx.Client(base_url=url, timeout=120) as client:
+            while not done.is_set():
+                t0 = time.perf_counter()
+                r = client.post("/predict", files={"file": ("drawing.png", valid or drawn_digit(), "image/png")})
+                valid_runs.append((time.perf_counter() - t0, r.status_code))
+
+    def poll_health():
+        with httpx.Client(base_url=url, timeout=10) as client:
+            while not done.is_set():
+                try:
+                    health.append(client.get("/health").status_code)
+                except httpx.HTTPError:
+                    health.append(None)
+                time.sleep(0.1)
+    side = [threading.Thread(target=f) for f in (sample, keep_posting, poll_health)]
+    for t in side:
+        t.start()
+    try:
+        with ThreadPoolExecutor(at_once) as pool:
+            for kind, status, detail in pool.map(post, hostile_payloads(uploads)):
+                answers.setdefault(kind, []).append((status, detail))
+    finally:
+        done.set()
+        for t in side:
+            t.join()
+    return {"answers": answers, "valid": valid_runs, "health": health, "peak_rss": peak[0]}
+
+
+def bench_hostile(model_path: Path) -> None:
+    with Server(model_path) as server:
+        post_many(server.url, drawn_digit(), 20)                       # warm-up
+        t0 = time.perf_counter()
+        result = hostile_burst(server.url, server.proc.pid)
+        wall = time.perf_counter() - t0
+    rows = [[kind, len(a), ", ".join(sorted({str(s) for s, _ in a}))] for kind, a in result["answers"].items()]
+    seconds = [s for s, status in result["valid"] if status == 200]
+    rows.append(["valid drawing, interleaved", len(result["valid"]), ", ".join(sorted({str(s) for _, s in result["valid"]}))])
+    rows.append(["/health, every 0.1 s", len(result["health"]), ", ".join(sorted({str(s) for s in result["health"]}))])
+    table(f"Hostile burst against POST /predict, 8 at a time, {wall:.1f} s ({machine()})",
+          ["requests", "count", "statuses"], rows)
+    p50, p95 = percentiles(seconds) if seconds else ("-", "-")
+    print(f"server peak RSS {result['peak_rss'] / 2**20:,.0f} MiB (target: under 1,144 MiB = 1.2 GB); "
+          f"valid requests during the burst: p50 {p50} ms, p95 {p95} ms")
+
+
 def bench_cli(model_path: Path, n: int) -> None:
     from bench import render
     from tasks import ingest, paths
@@ -203,6 +308,8 @@ def main() -> None:
         bench_server(args.model, parts, args.requests, args.clients)
     if "cli" in parts:
         bench_cli(args.model, args.images)
+    if "hostile" in parts:
+        bench_hostile(args.model)
 
 
 if __name__ == "__main__":

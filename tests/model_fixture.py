@@ -89,12 +89,18 @@ def start_server(model: Path, timeout: float = 120.0):
 
 
 @pytest.fixture(scope="session")
-def server_url(digit_model):
-    """Base URL of the real server (uvicorn, its own process) serving the session's model."""
+def server(digit_model):
+    """The real server (uvicorn, its own process) serving the session's model: (process, base URL)."""
     proc, url = start_server(digit_model)
-    yield url
+    yield proc, url
     proc.terminate()
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+@pytest.fixture(scope="session")
+def server_url(server):
+    """Base URL of the real server."""
+    return server[1]

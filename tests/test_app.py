@@ -178,3 +178,24 @@ def test_images_are_decoded_and_preprocessed_two_at_a_time(client, digit, monkey
     with ThreadPoolExecutor(6) as pool:
         assert list(pool.map(post, range(6))) == [200] * 6
     assert peak[0] == 2
+
+
+@pytest.mark.integration                # the real server, its own process, under a bounded hostile burst
+def test_a_hostile_burst_gets_4xx_json_while_health_answers_and_memory_stays_bounded(server, digit):
+    from bench.serve import hostile_burst
+    proc, url = server
+    data, label, _ = digit
+    result = hostile_burst(url, proc.pid, uploads=32, at_once=8, valid=data)
+    answers = result["answers"]
+    assert {k: len(v) for k, v in answers.items()} == {"16 MP canvas": 16, "20 MP canvas": 16, "nested JSON": 4,
+                                                      "100 KB JSON": 4}
+    assert {s for s, _ in answers["16 MP canvas"]} == {422}
+    assert all("no ink" in d for _, d in answers["16 MP canvas"]), answers["16 MP canvas"][0]
+    assert {s for s, _ in answers["20 MP canvas"]} == {400}
+    assert all("image too large to decode: 5000 x 4000" in d for _, d in answers["20 MP canvas"])
+    assert {s for s, _ in answers["nested JSON"]} == {400} and {s for s, _ in answers["100 KB JSON"]} == {413}
+    assert all(isinstance(d, str) and d for a in answers.values() for _, d in a)       # JSON {"detail": ...}
+    assert result["health"] and set(result["health"]) == {200}                     # /health answered throughout
+    assert result["valid"] and {s for _, s in result["valid"]} == {200}
+    assert result["peak_rss"] < 1.2e9, f"server peak RSS {result['peak_rss'] / 2**20:.0f} MiB"
+    assert httpx.post(f"{url}/predict", files={"file": ("d.png", data, "image/png")}).json()["digit"] == label
