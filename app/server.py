@@ -152,11 +152,12 @@ def create_app(predictor) -> FastAPI:
     return app
 
 
-def main(argv=None) -> None:
+def main(argv=None, root: Path | None = None, prog: str = "python -m app.server") -> None:
+    """The command line; without --model the ensemble of the repository at `root` (default: here)."""
     import uvicorn
 
     from tasks.recognize import load_predictor
-    parser = argparse.ArgumentParser(prog="python -m app.server", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--model", type=Path, action="append", metavar="FILE",
@@ -164,9 +165,9 @@ def main(argv=None) -> None:
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     args = parser.parse_args(argv)
     try:
-        predictor = load_predictor(args.model)
+        predictor = load_predictor(args.model, root=root)
     except FileNotFoundError as e:
-        raise SystemExit(f"error: {e}")
+        raise SystemExit(f"error: {e}" + ("" if args.model else ", or name a model with --model"))
     print(f"models {', '.join(map(str, predictor.files.values()))} (sha256 {predictor.sha256[:12]}); the drawing page: "
           f"http://{args.host}:{args.port}/", flush=True)
     uvicorn.run(create_app(predictor), host=args.host, port=args.port, log_level=args.log_level)

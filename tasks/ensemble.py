@@ -76,12 +76,14 @@ def predict(models: dict, images: np.ndarray, tta=()) -> np.ndarray:
     return combine(list(member_probabilities(models, images, tta).values()))
 
 
-def model_files(members) -> dict:
-    """{member: model file} for the names in `members`, in order; an error names a missing file."""
-    files = {name: paths.member(name).model for name in members}
+def model_files(members, root: Path = Path(".")) -> dict:
+    """{member: model file} for the names in `members`, in order, in the repository at `root` (the
+    current directory by default); an error names a missing file."""
+    files = {name: root / paths.member(name).model for name in members}
     missing = [str(f) for f in files.values() if not Path(f).exists()]
     if missing:
-        raise FileNotFoundError(f"no model {', '.join(missing)}; train the ensemble with `dvc repro`")
+        where = "" if root == Path(".") else f" in {root}"
+        raise FileNotFoundError(f"no model {', '.join(missing)}; train the ensemble with `dvc repro`{where}")
     return files
 
 

@@ -47,14 +47,16 @@ class Predictor:
             return ensemble.predict(self.models, images, self.tta)
 
 
-def load_predictor(model_files=None, tta=None) -> Predictor:
-    """The pipeline's ensemble (the members and TTA views of params.yaml), or the model files
-    given (a path or a list of paths, averaged; no TTA unless `tta` names views), ready to call."""
-    from tasks import ensemble
+def load_predictor(model_files=None, tta=None, root: Path | None = None) -> Predictor:
+    """The pipeline's ensemble (the members and TTA views of the params.yaml in `root`, the current
+    directory by default), or the model files given (a path or a list of paths, relative to the
+    current directory, averaged; no TTA unless `tta` names views), ready to call."""
+    from tasks import ensemble, paths
     from tasks import params as params_mod
     if model_files is None:
-        p = params_mod.load()
-        files, tta = ensemble.model_files(p.ensemble.members), p.ensemble.tta if tta is None else tta
+        root = Path(root or ".")
+        p = params_mod.load(root / paths.PARAMS)
+        files, tta = ensemble.model_files(p.ensemble.members, root), p.ensemble.tta if tta is None else tta
     else:
         listed = [model_files] if isinstance(model_files, (str, Path)) else list(model_files)
         files = {Path(f).stem if len(listed) == 1 else f"{i}:{Path(f).stem}": Path(f) for i, f in enumerate(listed)}
@@ -139,8 +141,9 @@ def recognize(files: list, predictor, top: int = 1, as_json: bool = False, save_
     return failed
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tasks.recognize", description=__doc__.split("\n")[0])
+def main(argv=None, root: Path | None = None, prog: str = "python -m tasks.recognize") -> int:
+    """The command line; without --model the ensemble of the repository at `root` (default: here)."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
     parser.add_argument("--top", type=int, default=1, metavar="K", help="also show the next K-1 guesses")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -157,9 +160,9 @@ def main(argv=None) -> int:
         print("error: no image files found in " + ", ".join(args.paths), file=sys.stderr)
         return 1
     try:
-        predictor = load_predictor(args.model)
+        predictor = load_predictor(args.model, root=root)
     except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e}" + ("" if args.model else ", or name a model with --model"), file=sys.stderr)
         return 1
     failed = recognize(files, predictor, args.top, args.json, args.save_preprocessed, args.deskew)
     if failed:

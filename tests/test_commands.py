@@ -1,6 +1,7 @@
 """The installed commands (app/commands.py): without --model they read the repository's params.yaml
 and models/ whatever the current directory; `digits-recognize` as `make setup` installs it."""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from conftest import ROOT
 @pytest.fixture
 def repository(tmp_path, monkeypatch):
     """A repository with params.yaml naming two members and TTA views, its models/ (empty files:
-    the loader is a stand-in), and the current directory somewhere else."""
+    loading is stubbed), and the current directory somewhere else."""
     repo = tmp_path / "repo"
     (repo / "models").mkdir(parents=True)
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -33,39 +34,59 @@ def repository(tmp_path, monkeypatch):
     return repo
 
 
-def recording_loader():
-    calls = []
-    return calls, lambda model_files=None, tta=None: calls.append((model_files, tta)) or "predictor"
+@pytest.fixture
+def loaded(monkeypatch):
+    """Stands in for loading models: records the (files, tta) each predictor is made of."""
+    from tasks import ensemble, recognize
+    seen = []
+
+    class Predictor:
+        def __init__(self, models, files, tta):
+            seen.append((files, tta))
+
+        def __call__(self, images):
+            return None
+    monkeypatch.setattr(ensemble, "load", lambda files: dict.fromkeys(files))
+    monkeypatch.setattr(recognize, "Predictor", Predictor)
+    return seen
 
 
-def test_the_default_model_is_the_repositorys_ensemble_from_any_directory(repository):
-    calls, loader = recording_loader()
-    assert commands.repository_default(loader)() == "predictor"
-    assert calls == [([repository / "models/quick-42.keras", repository / "models/quick-7.keras"], ("shift",))]
-    commands.repository_default(loader)(tta=[])                       # an explicit tta wins
-    assert calls[-1][1] == []
+def test_the_default_model_is_the_repositorys_ensemble_from_any_directory(repository, loaded):
+    from tasks import recognize
+    assert commands.repository() == repository
+    recognize.load_predictor(root=commands.repository())
+    assert loaded == [({"quick-42": repository / "models/quick-42.keras", "quick-7": repository / "models/quick-7.keras"},
+                       ("shift",))]
+    recognize.load_predictor(root=commands.repository(), tta=[])            # an explicit tta wins
+    assert loaded[-1][1] == ()
 
 
-def test_named_models_stay_relative_to_the_current_directory(repository):
-    calls, loader = recording_loader()
-    commands.repository_default(loader)([Path("mine.keras")])
-    assert calls == [([Path("mine.keras")], None)]
+def test_named_models_stay_relative_to_the_current_directory(repository, loaded):
+    from tasks import recognize
+    Path("mine.keras").write_bytes(b"")
+    recognize.load_predictor([Path("mine.keras")], root=commands.repository())
+    assert loaded == [({"mine": Path("mine.keras")}, ())]
 
 
-def test_a_missing_member_is_named_with_the_repository(repository):
+def test_a_missing_member_is_named_with_the_repository(repository, loaded, capsys):
+    from tasks import recognize
     (repository / "models" / "quick-7.keras").unlink()
-    calls, loader = recording_loader()
-    with pytest.raises(FileNotFoundError, match=r"no model .*/models/quick-7\.keras; train the ensemble with "
-                                                r"`dvc repro` in .*repo, or name a model with --model"):
-        commands.repository_default(loader)()
-    assert calls == []
+    Path("seven.png").write_bytes(b"")
+    assert recognize.main(["seven.png"], root=commands.repository(), prog="digits-recognize") == 1
+    assert re.fullmatch(r"error: no model .*/repo/models/quick-7\.keras; train the ensemble with `dvc repro` "
+                        r"in .*/repo, or name a model with --model\n", capsys.readouterr().err)
+    assert loaded == []
 
 
-def test_without_a_repository_the_modules_default_applies(tmp_path, monkeypatch):
+def test_without_a_repository_the_current_directory_is_the_default(tmp_path, monkeypatch):
     monkeypatch.setattr(commands, "ROOT", tmp_path)                  # no params.yaml there
-    calls, loader = recording_loader()
-    commands.repository_default(loader)()
-    assert calls == [(None, None)]
+    assert commands.repository() is None
+
+
+def test_the_commands_name_themselves(capsys):
+    with pytest.raises(SystemExit):
+        commands.recognize(["--help"])
+    assert capsys.readouterr().out.startswith("usage: digits-recognize ")
 
 
 @pytest.mark.integration                # the installed command in its own process, with a trained model
