@@ -17,6 +17,26 @@ ROOT = Path(__file__).resolve().parents[1]
 # The recognizer's fixtures (a small trained model, the real server), for every test module.
 pytest_plugins = ["model_fixture"]
 
+# Debian's Chromium (or $CHROMIUM), driven by Playwright, for the browser tests. No Chromium is a
+# failure, not a skip: `make test` installs it (apt-get install chromium) when missing.
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+FLAGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+# Module scope: Playwright's sync API keeps an event loop running in this thread while it is open,
+# and Prefect's flows, run later in the same session, would then take the thread for async code.
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}: install it (apt-get install -y chromium, as `make test` does) "
+                    "or point $CHROMIUM at a Chromium binary", pytrace=False)
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield chromium
+        chromium.close()
+
 
 def kaggle_frame(n: int, seed: int = 0, label: bool = True) -> pd.DataFrame:
     """A synthetic Kaggle-format frame: n rows, labels cycling 0..9, random pixels."""

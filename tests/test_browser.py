@@ -5,32 +5,13 @@ $CHROMIUM) driven by Playwright, against the real server (`python -m app.server`
 
 No Chromium is a failure, not a skip: `make test` installs it (apt-get install chromium) when missing."""
 import math
-import os
 import shutil
-from pathlib import Path
 
 import pytest
 
 from conftest import ROOT
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-FLAGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]
 README_SCREENSHOT = ROOT / "docs" / "drawing-page.png"
-
-
-# Module scope: Playwright's sync API keeps an event loop running in this thread while it is open,
-# and Prefect's flows, run later in the same session, would then take the thread for async code.
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: install it (apt-get install -y chromium, as `make test` does) "
-                    "or point $CHROMIUM at a Chromium binary", pytrace=False)
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield chromium
-        chromium.close()
 
 
 def draw(page, points):

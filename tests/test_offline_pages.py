@@ -25,9 +25,6 @@ import pytest
 from conftest import ROOT, kaggle_frame
 from tasks import validate
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-FLAGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]
 RESULTS = "#Validation-Results table tbody tr"          # the index's Validation Results tab
 
 # Pixels whose channels differ by more than 60: plot marks (DVC's palette), not grey axes or text.
@@ -39,20 +36,6 @@ COLOURED_PIXELS = """canvas => {
         if (d[i + 3] > 0 && Math.max(d[i], d[i + 1], d[i + 2]) - Math.min(d[i], d[i + 1], d[i + 2]) > 60) n++;
     return n;
 }"""
-
-
-# Module scope: Playwright's sync API keeps an event loop running in this thread while it is open,
-# and Prefect's flows, run later in the same session, would then take the thread for async code.
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: install it (apt-get install -y chromium, as `make test` does) "
-                    "or point $CHROMIUM at a Chromium binary", pytrace=False)
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture
