@@ -16,6 +16,8 @@ Prints one table per part. Speed targets live here, not in tests:
   baselines  the scikit-learn models with default params, per model and in total
   robustness  the robustness stage's command on this workspace's split and ensemble (2-minute target)
   noop     `dvc repro` of this workspace when DVC finds every stage up to date (after `make repro`)
+Beside it: python -m bench.onednn (oneDNN on/off per CPU kind), bench.serve (the recognizer),
+bench.ensemble, bench.robustness.
 """
 import argparse
 import os
@@ -233,7 +235,7 @@ def bench_predict() -> None:
 
 
 def bench_baselines() -> None:
-    """The baselines stage with default params: per model and in total (budget 5 minutes)."""
+    """The baselines stage with default params: per model and in total (target: at most 90 s)."""
     import pandas as pd
 
     from tasks import baselines, params, paths
@@ -248,7 +250,7 @@ def bench_baselines() -> None:
     rows = [[n, f"{m['val_accuracy']:.4f}", f"{m['train_size']:,}", f"{m['fit_seconds']:.1f}",
              f"{m['predict_seconds']:.2f}", m["note"]] for n, m in models.items()]
     rows.append(["binary detector (CV)", "", "", f"{t2 - t1:.1f}", "", ""])
-    rows.append(["total", "", "", f"{t2 - t0:.1f}", "", "budget 300 s"])
+    rows.append(["total", "", "", f"{t2 - t0:.1f}", "", "target: at most 90 s"])
     table(f"Baselines ({machine()})", ["model", "val acc", "train size", "fit s", "predict s", "note"], rows)
 
 
