@@ -464,3 +464,130 @@ def test_a_remote_member_past_its_deadline_is_cancelled_and_fails_naming_it(pref
         remote_train.run_member("digits-train-remote/no-worker", "train@quick-42", {}, 60)
     with get_client(sync_client=True) as client:
         assert client.read_flow_run(stuck.id).state.type.value == "CANCELLING"   # its worker would stop it
+
+
+# Prepended to tasks/train.py in one worker's clone: the member's training there records its pid,
+# then holds until the test kills that worker.
+HELD_TRAINING = """import os as _os, pathlib as _pathlib, time as _time
+_pathlib.Path({started!r}).write_text(str(_os.getpid()))
+_time.sleep(900)
+"""
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL a process and every process under it (its flow runs may have sessions of their own)."""
+    import psutil
+    try:
+        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        tree = []
+    for p in tree:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait()
+    psutil.wait_procs(tree, timeout=30)
+
+
+def test_a_worker_killed_mid_member_fails_it_at_its_deadline_and_the_other_worker_retrains_it(
+        tmp_path, mnist, prefect_api):
+    """Worker A (pool gpu) takes the member's flow run and dies (SIGKILL, its flow run too) while
+    training; worker B starts. The run, left Running, is cancelled at member_timeout_seconds and
+    the member fails naming it and the deadline; the pipeline's retry sends it again and B trains
+    it: the caller ends with the member's lock entry and model, and B's clone as it was."""
+    import psutil
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId, FlowRunFilterName
+
+    from flows.pipeline import pipeline
+    member, deadline_s = "quick-42", 120
+    origin = make_repo(tmp_path / "origin")
+    set_params(origin, **TINY, **{"ensemble.members": {member: TWO[member]}})
+    shutil.copy(ROOT / ".gitignore", origin / ".gitignore")
+    sh(origin, "dvc", "remote", "add", "-d", "shared", str(tmp_path / "dvc-remote"))
+    sh(origin, "git", "add", "-A")
+    sh(origin, "git", "commit", "-qm", "project")
+    clones = {name: tmp_path / name for name in ("caller", "gpu-a", "gpu-b")}
+    for clone in clones.values():
+        sh(tmp_path, "git", "clone", "-q", str(origin), str(clone))
+    caller, a_clone, b_clone = clones.values()
+    write_sample(caller / "data/kaggle", mnist, n_train=400, n_test=40)
+    started = tmp_path / "a-training-started"
+    train_py = a_clone / "tasks/train.py"
+    train_py.write_text(HELD_TRAINING.format(started=str(started)) + train_py.read_text())
+
+    env = os.environ | {"PREFECT_API_URL": prefect_api, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1",
+                        "PREFECT_WORKER_QUERY_SECONDS": "2",
+                        "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+    for pool in ("cpu", "gpu"):         # `deploy --all` needs both
+        subprocess.run(["prefect", "work-pool", "create", pool, "--type", "process", "--overwrite"],
+                       cwd=ROOT, env=env, check=True, capture_output=True)
+    proc = subprocess.run(["prefect", "--no-prompt", "deploy", "--all"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("digits-train-remote/train-gpu")
+
+    def member_runs() -> list:
+        """This test's flow runs of the train deployment (not those of earlier tests), oldest first."""
+        with get_client(sync_client=True) as client:
+            found = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                deployment_id=FlowRunFilterDeploymentId(any_=[deployment.id]),
+                name=FlowRunFilterName(any_=[f"train@{member}"])))
+        return sorted((r for r in found if r.id not in earlier), key=lambda r: r.created)
+    earlier = set()
+    earlier = {r.id for r in member_runs()}
+
+    def start_worker(name: str) -> subprocess.Popen:
+        return subprocess.Popen(["prefect", "worker", "start", "--pool", "gpu", "--limit", "1", "--name", name],
+                                env=env | {"DIGITS_REPO_DIR": str(clones[name])},
+                                stdout=open(tmp_path / f"{name}.log", "w"), stderr=subprocess.STDOUT)
+
+    def logs() -> str:
+        return "".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(tmp_path.glob("*.log")))
+
+    workers, seen = {"gpu-a": start_worker("gpu-a")}, {}
+
+    def kill_a_mid_training_then_start_b():
+        limit = time.time() + deadline_s                # A must take the run before the deadline
+        while not started.exists():
+            if time.time() > limit:
+                seen["error"] = f"worker A never started training within {deadline_s} s\n{logs()}"
+                return
+            time.sleep(0.2)
+        [run] = member_runs()
+        seen["first"], seen["first_state"] = run, run.state.type.value
+        kill_tree(workers["gpu-a"])
+        seen["a_gone"] = not psutil.pid_exists(int(started.read_text()))
+        workers["gpu-b"] = start_worker("gpu-b")
+
+    monitor = threading.Thread(target=kill_a_mid_training_then_start_b, daemon=True)
+    monitor.start()
+    try:
+        state = pipeline(stages=["ingest", "validate", "convert", "split", "train"], repo_dir=str(caller),
+                         train_on="gpu", retries=1, retry_delay_seconds=0, retry_jitter_factor=0,
+                         member_timeout_seconds=deadline_s, save_experiment=False, return_state=True)
+        monitor.join(deadline_s + 60)
+    finally:
+        for w in workers.values():
+            kill_tree(w)
+    assert "error" not in seen, seen.get("error")
+    assert seen["first_state"] == "RUNNING" and seen["a_gone"], seen
+    assert state.is_completed(), f"{state}\n{logs()}"
+    # the member failed at its deadline, naming itself, the run and the deadline; then was retried
+    first = seen["first"]
+    assert re.search(rf"train@{member}: flow run {re.escape(first.name)} of digits-train-remote/train-gpu did not "
+                     rf"finish within member_timeout_seconds={deadline_s} s \(it was Running\); cancelled it"
+                     r".* - Retry 1/1 will start", flow_run_logs(state)), flow_run_logs(state)
+    runs = member_runs()
+    assert [r.id for r in runs][:1] == [first.id] and len(runs) == 2, [(r.name, r.state) for r in runs]
+    assert runs[0].state.type.value in ("CANCELLING", "CANCELLED"), runs[0].state
+    assert runs[1].state.is_completed(), runs[1].state
+    # A took the first run, B the second: their worker logs say so, and B's clone has the checkpoints
+    assert str(runs[0].id) in (tmp_path / "gpu-a.log").read_text(), logs()
+    assert str(runs[1].id) in (tmp_path / "gpu-b.log").read_text(), logs()
+    assert (b_clone / "checkpoints" / member).is_dir() and not (a_clone / "checkpoints" / member).exists()
+    assert sh(b_clone, "git", "status", "--porcelain", "--untracked-files=all").stdout == ""
+    # the caller has the member's lock entry and model
+    assert f"train@{member}" in yaml.safe_load((caller / "dvc.lock").read_text())["stages"]
+    assert (caller / "models" / f"{member}.keras").exists()
