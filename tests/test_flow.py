@@ -228,6 +228,21 @@ def test_deployments_register_with_schedule_and_pools(prefect_api):
     assert deps["train-gpu"].global_concurrency_limit is None   # members run side by side
 
 
+def project_with_clones(tmp_path, members: dict, names) -> list:
+    """An origin repository (the tiny params, `members`, the project's .gitignore, a folder DVC
+    remote) committed, and one clone of it per name: (origin, {name: clone})."""
+    origin = make_repo(tmp_path / "origin")
+    set_params(origin, **TINY, **{"ensemble.members": members})
+    shutil.copy(ROOT / ".gitignore", origin / ".gitignore")     # as a clone of the project has it
+    sh(origin, "dvc", "remote", "add", "-d", "shared", str(tmp_path / "dvc-remote"))
+    sh(origin, "git", "add", "-A")
+    sh(origin, "git", "commit", "-qm", "project")
+    clones = {name: tmp_path / name for name in names}
+    for clone in clones.values():
+        sh(tmp_path, "git", "clone", "-q", str(origin), str(clone))
+    return origin, clones
+
+
 def test_members_train_side_by_side_on_the_gpu_pool_through_dvc_remote(tmp_path, mnist, prefect_api):
     """Three process workers (one of pool cpu, two of pool gpu, each with its own clone, --limit 1)
     and a folder DVC remote: the pipeline on the cpu worker sends each of two members to the gpu
@@ -236,15 +251,7 @@ def test_members_train_side_by_side_on_the_gpu_pool_through_dvc_remote(tmp_path,
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
     from prefect.deployments import run_deployment
-    origin = make_repo(tmp_path / "origin")
-    set_params(origin, **TINY, **{"ensemble.members": TWO})
-    shutil.copy(ROOT / ".gitignore", origin / ".gitignore")     # as a clone of the project has it
-    sh(origin, "dvc", "remote", "add", "-d", "shared", str(tmp_path / "dvc-remote"))
-    sh(origin, "git", "add", "-A")
-    sh(origin, "git", "commit", "-qm", "project")
-    clones = {name: tmp_path / name for name in ("cpu-worker", "gpu-worker-1", "gpu-worker-2")}
-    for clone in clones.values():
-        sh(tmp_path, "git", "clone", "-q", str(origin), str(clone))
+    origin, clones = project_with_clones(tmp_path, TWO, ("cpu-worker", "gpu-worker-1", "gpu-worker-2"))
     cpu_clone = clones["cpu-worker"]
     write_sample(cpu_clone / "data/kaggle", mnist, n_train=400, n_test=40)   # only the cpu side has data
 
@@ -502,15 +509,7 @@ def test_a_worker_killed_mid_member_fails_it_at_its_deadline_and_the_other_worke
 
     from flows.pipeline import pipeline
     member, deadline_s = "quick-42", 180       # room for a CPU 3x slower: the retry on B must finish in it
-    origin = make_repo(tmp_path / "origin")
-    set_params(origin, **TINY, **{"ensemble.members": {member: TWO[member]}})
-    shutil.copy(ROOT / ".gitignore", origin / ".gitignore")
-    sh(origin, "dvc", "remote", "add", "-d", "shared", str(tmp_path / "dvc-remote"))
-    sh(origin, "git", "add", "-A")
-    sh(origin, "git", "commit", "-qm", "project")
-    clones = {name: tmp_path / name for name in ("caller", "gpu-a", "gpu-b")}
-    for clone in clones.values():
-        sh(tmp_path, "git", "clone", "-q", str(origin), str(clone))
+    _, clones = project_with_clones(tmp_path, {member: TWO[member]}, ("caller", "gpu-a", "gpu-b"))
     caller, a_clone, b_clone = clones.values()
     write_sample(caller / "data/kaggle", mnist, n_train=400, n_test=40)
     started = tmp_path / "a-training-started"
