@@ -1,4 +1,4 @@
-"""Benchmarks: python -m bench [--only data,validate-scale,train,augment,predict,baselines,robustness,noop] [--seed001-epochs N].
+"""Benchmarks: python -m bench [--only data,validate-scale,train,training,augment,predict,baselines,robustness,noop].
 
 Prints one table per part. Speed targets live here, not in tests:
   data     each data stage as `python -m tasks.<stage>` on the full bundled data (60,000 + 10,000)
@@ -8,6 +8,9 @@ Prints one table per part. Speed targets live here, not in tests:
            4 GB of free disk for the generated files, deleted afterwards
   train    `quick` against `seed001` on the same split and machine: images/s and the time each
            first reaches 99.4% validation accuracy (seed001 capped at --seed001-epochs)
+  training  one row per preset and seed (default quick; 42,1,2): images/s, train and CPU s,
+           validation and answer-key accuracy, merged into bench/results/training.json with the
+           machine and oneDNN setting (bench/training.py; not in the default: a training per row)
   augment  the cost of the robust augmentation: `quick` training steps with its augmentation
            (and without its elastic part) against the same net with the affine augmentation
            only, alternated over 6 rounds,
@@ -288,6 +291,8 @@ def main() -> None:
                     help="row counts for validate-scale (default %(default)s)")
     ap.add_argument("--seed001-epochs", type=int, default=30,
                     help="cap on seed001's epochs (default: its recipe's 30); no extrapolation beyond it")
+    ap.add_argument("--presets", default="quick", help="training: presets (default %(default)s)")
+    ap.add_argument("--seeds", default="42,1,2", help="training: seeds (default %(default)s)")
     args = ap.parse_args()
     os.chdir(ROOT)
     parts = args.only.split(",")
@@ -298,6 +303,9 @@ def main() -> None:
         bench_validate_scale(tuple(int(n) for n in args.scale_rows.split(",")))
     if "train" in parts:
         bench_train(args.seed001_epochs)
+    if "training" in parts:
+        from bench.training import bench_training
+        bench_training(args.presets.split(","), [int(s) for s in args.seeds.split(",")])
     if "augment" in parts:
         bench_augment()
     if "predict" in parts:

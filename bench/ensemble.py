@@ -34,20 +34,21 @@ RESULTS = ROOT / "bench/results/ensemble.json"
 ROBUSTNESS = ROOT / "bench/results/ensemble_robustness.json"
 
 
-def train_member(p, preset: str, seed: int, tr, va) -> dict:
-    """Train (or resume, or reload) one member; its train record and the loaded best model."""
+def train_member(p, preset: str, seed: int, tr, va, work: Path | None = None) -> dict:
+    """Train (or resume, or reload) one member in `work` (default bench/work/<preset>-<seed>);
+    its train record, checkpoint state and the loaded best model."""
     from tasks import paths, train
     name = f"{preset}-{seed}"
     cfg = p.train.presets[preset]
     fp = train.fingerprint(cfg, seed, [paths.SPLIT_TRAIN, paths.SPLIT_VAL])
-    work = WORK / name
-    pipeline_ckpt = ROOT / paths.member(name).checkpoints
-    if not train.Checkpoint(work / "checkpoints", fp).load() and train.Checkpoint(pipeline_ckpt, fp).load():
+    pipeline_ckpt, reuse = ROOT / paths.member(name).checkpoints, work is None   # an explicit folder trains itself
+    work = work or WORK / name
+    if reuse and not train.Checkpoint(work / "checkpoints", fp).load() and train.Checkpoint(pipeline_ckpt, fp).load():
         shutil.copytree(pipeline_ckpt, work / "checkpoints", dirs_exist_ok=True)
         print(f"{name}: copied the pipeline's finished checkpoint ({pipeline_ckpt})", flush=True)
     print(f"{name}: training (or resuming) into {work}", flush=True)
     model, metrics, state = train.train(cfg, seed, tr, va, fp, work / "checkpoints", work / "dvclive")
-    return {"name": name, "model": model, "val_accuracy": metrics["val_accuracy"],
+    return {"name": name, "model": model, "val_accuracy": metrics["val_accuracy"], "state": state,
             "train_seconds": state["train_seconds"], "train_cpu_seconds": state["cpu_seconds"]}
 
 

@@ -1,0 +1,38 @@
+"""The training benchmark's bookkeeping: where a member trains per oneDNN setting, how rows merge."""
+import json
+
+from bench import training
+from bench.ensemble import WORK
+
+
+def row(preset="quick", seed=42, machine="m1", onednn="on", val=0.995, test=0.996, seconds=300.0):
+    return {"preset": preset, "seed": seed, "machine": machine, "onednn": onednn,
+            "val_accuracy": val, "test_accuracy": test, "train_seconds": seconds}
+
+
+def test_work_folder_is_the_ensemble_benchmarks_unless_onednn_is_set():
+    assert training.work_folder("quick", 42, {}) == WORK / "quick-42"
+    assert training.work_folder("quick", 42, {"DIGITS_ONEDNN": "auto"}) == WORK / "quick-42"
+    assert training.work_folder("quick", 1, {"DIGITS_ONEDNN": "off"}) == WORK / "quick-1-onednn-off"
+    assert training.work_folder("long", 2, {"DIGITS_ONEDNN": "on"}) == WORK / "long-2-onednn-on"
+    # TensorFlow's own variable wins, as in tasks.device.set_onednn
+    assert training.work_folder("quick", 42, {"TF_ENABLE_ONEDNN_OPTS": "0", "DIGITS_ONEDNN": "on"}) == \
+        WORK / "quick-42-onednn-off"
+
+
+def test_merge_replaces_a_row_of_the_same_preset_seed_machine_and_onednn(tmp_path):
+    path = tmp_path / "training.json"
+    training.merge([row(seed=42, val=0.990), row(seed=1), row(machine="m2")], path)
+    merged = training.merge([row(seed=42, val=0.997), row(onednn="off")], path)
+    assert len(merged) == 4
+    assert json.loads(path.read_text())["rows"] == merged
+    by = {(r["machine"], r["onednn"], r["seed"]): r["val_accuracy"] for r in merged}
+    assert by == {("m1", "on", 42): 0.997, ("m1", "on", 1): 0.995, ("m2", "on", 42): 0.995, ("m1", "off", 42): 0.995}
+
+
+def test_summary_means_over_seeds_per_machine_setting_and_preset():
+    rows = [row(seed=42, val=0.995, test=0.996, seconds=300), row(seed=1, val=0.996, test=0.9966, seconds=320),
+            row(seed=2, val=0.994, test=0.9958, seconds=310), row(machine="m2"), row(preset="long")]
+    (only,) = training.summary(rows)
+    assert (only["machine"], only["preset"], only["seeds"]) == ("m1", "quick", [42, 1, 2])
+    assert only["val_accuracy"] == 0.995 and only["test_accuracy"] == 0.99613 and only["train_seconds"] == 310.0
