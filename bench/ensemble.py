@@ -107,6 +107,8 @@ def robustness(p, members: list, sizes: list, xv, yv) -> None:
 
 
 def main() -> None:
+    from tasks import device
+    device.set_onednn()                   # as the train stage does, before TensorFlow is imported
     import pandas as pd
 
     from tasks import ensemble, params, paths

@@ -58,10 +58,12 @@ def summary(rows: list) -> list:
 
 
 def bench_training(presets: list, seeds: list) -> None:
+    from tasks import device
+    device.set_onednn()                   # as the train stage does, before TensorFlow is imported
     import pandas as pd
 
     from bench.ensemble import train_member
-    from tasks import device, ensemble, params, paths
+    from tasks import ensemble, params, paths
     from tasks.io import to_images
     p = params.load(ROOT / "params.yaml")
     tr, va = pd.read_parquet(ROOT / paths.SPLIT_TRAIN), pd.read_parquet(ROOT / paths.SPLIT_VAL)
