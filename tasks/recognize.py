@@ -102,9 +102,11 @@ def _save_name(folder: Path, path: Path, taken: set) -> Path:
 
 
 def recognize(files: list, predictor, top: int = 1, as_json: bool = False, save_dir=None,
-              deskew: bool = False, out=sys.stdout, err=sys.stderr) -> int:
-    """Print one line per file; return the number of files that failed."""
+              deskew: bool = False, out=None, err=None) -> int:
+    """Print one line per file to `out` (default: sys.stdout as it is when called; errors to
+    `err`, sys.stderr); return the number of files that failed."""
     from PIL import Image
+    out, err = out or sys.stdout, err or sys.stderr
 
     from tasks import preprocess
     failed, taken = 0, set()

@@ -97,3 +97,15 @@ def test_the_line_format():
     probs = np.array([0.01, 0.9, 0.05, 0, 0, 0, 0, 0.04, 0, 0])
     assert recognize.describe("p.png", probs, 1) == "p.png: 1 (90.0%)"
     assert recognize.describe("p.png", probs, 3) == "p.png: 1 (90.0%); then 2 (5.0%), 7 (4.0%)"
+
+
+def test_output_goes_to_the_streams_of_the_moment_of_the_call(tmp_path, capsys):
+    """A caller that redirects sys.stdout/sys.stderr after importing the module gets the lines."""
+    good, bad = tmp_path / "one.png", tmp_path / "broken.png"
+    Image.fromarray(np.pad(np.full((12, 4), 255, np.uint8), 8)).save(good)
+    bad.write_bytes(b"not an image")
+    failed = recognize.recognize([good, bad], lambda x: np.tile(np.eye(10)[7], (len(x), 1)))
+    captured = capsys.readouterr()
+    assert failed == 1
+    assert captured.out == f"{good}: 7 (100.0%)\n"
+    assert captured.err.startswith(f"error: {bad}: ")
