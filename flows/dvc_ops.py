@@ -37,12 +37,17 @@ def _env() -> dict:
     return os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
+_HELD_LOCKS: set[int] = set()   # descriptors of the clone locks this process holds (clone_lock)
+
+
 def run(args: list, cwd, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(args, cwd=cwd, env=_env(), **kwargs)
+    return subprocess.run(args, cwd=cwd, env=_env(), pass_fds=tuple(_HELD_LOCKS), **kwargs)
 
 
 def popen(args: list, cwd, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen(args, cwd=cwd, env=_env(), **kwargs)
+    """Start a command; it inherits the clone locks held here, so a stage that outlives this
+    process (the flow run killed) keeps its clone locked until it exits."""
+    return subprocess.Popen(args, cwd=cwd, env=_env(), pass_fds=tuple(_HELD_LOCKS), **kwargs)
 
 
 def dvc(repo_dir: Path, *args) -> str:
@@ -132,7 +137,8 @@ def clone_lock(repo_dir: Path, who: str, wait_seconds: float, logger):
     """Hold the clone's lock for the block: one flow run at a time in a clone, so no run reads
     params.yaml while another holds overrides in it. A run that finds the clone taken waits up to
     `wait_seconds`, then fails naming the holder (`who`, written into the lock file). The lock is
-    an flock, released by the kernel however the holding process ends (SIGKILL, OOM).
+    an flock, released by the kernel however the holding process ends (SIGKILL, OOM), once the
+    commands it started here (run, popen: they inherit it) have ended too.
 
     Holding the lock, the run first puts back what an interrupted run left in its journal
     (recover): no live run can own that journal."""
@@ -159,10 +165,12 @@ def clone_lock(repo_dir: Path, who: str, wait_seconds: float, logger):
         f.truncate(0)
         f.write(who + "\n")
         f.flush()
+        _HELD_LOCKS.add(f.fileno())
         try:
             recover(repo, logger)
             yield
         finally:
+            _HELD_LOCKS.discard(f.fileno())
             f.truncate(0)
             f.flush()
 

@@ -417,6 +417,29 @@ def test_overlapping_runs_in_one_clone_wait_for_each_other_and_keep_params(held_
     assert {a_name, b_run.name} <= set(experiments(repo))                     # both runs recorded
 
 
+def test_a_command_started_under_the_clone_lock_holds_it_until_it_exits(tmp_path):
+    """A stage that outlives its flow run (the run's process killed) keeps the clone locked: the
+    next run waits for the stage, not only for the run."""
+    import logging
+
+    from flows import dvc_ops
+    (tmp_path / ".dvc").mkdir()
+    log = logging.getLogger("test")
+    with dvc_ops.clone_lock(tmp_path, "flow run A", 0, log):
+        stage = dvc_ops.popen([sys.executable, "-c", "import sys; sys.stdin.read()"], tmp_path, stdin=subprocess.PIPE)
+    try:
+        with pytest.raises(dvc_ops.CloneBusy, match=r"is in use by .*gave up after waiting 0 s"):
+            with dvc_ops.clone_lock(tmp_path, "flow run B", 0, log):
+                pass
+    finally:
+        stage.communicate(b"")                               # the stage ends
+    with dvc_ops.clone_lock(tmp_path, "flow run B", 0, log):
+        assert (tmp_path / dvc_ops.CLONE_LOCK).read_text() == "flow run B\n"
+    assert not dvc_ops._HELD_LOCKS
+    done = dvc_ops.run([sys.executable, "-c", "pass"], tmp_path)   # outside the lock: nothing inherited
+    assert done.returncode == 0
+
+
 def test_a_killed_run_leaves_its_overrides_and_the_next_run_restores_them_first(held_repo, prefect_api):
     """A run killed (SIGKILL, all its processes) while its overrides are in params.yaml leaves
     them and its journal; the next run in the clone restores params.yaml before anything else,
