@@ -177,7 +177,7 @@ def _background(v: np.ndarray) -> np.ndarray:
 
 
 def _flip_bands(v: np.ndarray) -> np.ndarray:
-    """Step 2: border bands whose level is opposite to the middle's flipped back (lo + hi - v)."""
+    """Step 2: border bands whose level is opposite to the background's flipped back (lo + hi - v)."""
     lo, hi = float(v.min()), float(v.max())
     if hi - lo < MIN_CONTRAST:
         return v
@@ -185,7 +185,11 @@ def _flip_bands(v: np.ndarray) -> np.ndarray:
     for axis in (0, 1):                             # per-column medians, then per-row medians
         bright = np.median(v, axis=axis) > (lo + hi) / 2
         n = len(bright)
-        middle = bool(np.median(bright[n // 4: 3 * n // 4 + 1]))
+        # The background's side, from the middle halves of the two frame lines across these lines
+        # (a fat 0 or 8 makes most middle columns' medians ink; the frame's middle stays background)
+        middle_half = slice(n // 4, 3 * n // 4 + 1)
+        frame = v[[0, -1], middle_half] if axis == 0 else v[middle_half][:, [0, -1]]
+        middle = bool(np.median(frame) > (lo + hi) / 2)
         def band(edge: np.ndarray) -> int:          # lines from the edge unlike the middle (0 if too many)
             like = edge[:int(n * BAND) + 1] == middle
             return int(np.argmax(like)) if like.any() else 0

@@ -229,6 +229,19 @@ def test_inverted_bars_at_the_borders_are_flipped_back_not_taken_for_ink(mnist, 
     assert (read == y).all()
 
 
+def test_a_fat_digit_is_not_taken_for_inverted_bars():
+    """A thick 0 inks most middle columns, but the frame is background: nothing is flipped, and
+    the same digit with MNIST-C's inverted stripes gets them flipped back."""
+    r, c = np.mgrid[:28, :28] - 13.5
+    inside = lambda tall, wide: (r / tall) ** 2 + (c / wide) ** 2 <= 1
+    ring = (inside(12.5, 8) & ~inside(6, 3)).astype(np.float32)            # nothing on the frame
+    assert (np.median(ring[:, 7:22], axis=0) > 0.5).sum() > 7       # most middle columns are ink
+    assert np.array_equal(preprocess._flip_bands(ring), ring)
+    barred = ring.copy()
+    barred[:, :7], barred[:, 21:] = 1 - ring[:, :7], 1 - ring[:, 21:]
+    assert np.array_equal(preprocess._flip_bands(barred), ring)
+
+
 def test_a_ruled_line_across_the_page_is_not_taken_for_ink(mnist, predictor):
     x, y = readable(mnist, predictor)
     rows = []
