@@ -11,7 +11,7 @@ repeated run continues; a member the pipeline already trained with the same sett
 from checkpoints/). For the first k members the table gives the ensemble's validation accuracy
 and its test accuracy on the answer key (reported only: nothing here is chosen on it), CPU and
 wall seconds (training of the k members plus their inference on validation and test images).
-Rows are merged into bench/results/ensemble.json, keyed by (members, preset, tta).
+Rows are merged into bench/results/ensemble.json, keyed by (members, preset, tta, machine).
 
 --robustness also runs the robustness stage's measurement (tasks/robustness.py: the first
 robustness.images validation images under every corruption, seeded by robustness.seed) for each
@@ -48,37 +48,43 @@ def train_member(p, preset: str, seed: int, tr, va, work: Path | None = None) ->
         print(f"{name}: copied the pipeline's finished checkpoint ({pipeline_ckpt})", flush=True)
     print(f"{name}: training (or resuming) into {work}", flush=True)
     model, metrics, state = train.train(cfg, seed, tr, va, fp, work / "checkpoints", work / "dvclive")
-    return {"name": name, "model": model, "val_accuracy": metrics["val_accuracy"], "state": state,
+    return {"name": name, "model": model, "val_accuracy": metrics["val_accuracy"], "state": state, "fingerprint": fp,
             "train_seconds": state["train_seconds"], "train_cpu_seconds": state["cpu_seconds"]}
 
 
 def member_outputs(member: dict, xv, xt, tta: bool) -> dict:
-    """Validation and test probabilities of one member (cached in its work folder) and their cost."""
+    """Validation and test probabilities of one member (cached in its work folder for the
+    checkpoint's fingerprint: a retrained member is predicted again) and their cost."""
     from tasks import ensemble
     cache = WORK / member["name"] / f"probabilities-{'tta' if tta else 'plain'}.npz"
-    if cache.exists():
-        saved = np.load(cache)
-        return {k: saved[k] for k in saved.files} | json.loads(cache.with_suffix(".json").read_text())
+    if cache.exists() and cache.with_suffix(".json").exists():
+        cost = json.loads(cache.with_suffix(".json").read_text())
+        if cost.pop("fingerprint", None) == member["fingerprint"]:
+            saved = np.load(cache)
+            return {k: saved[k] for k in saved.files} | cost
     views = ensemble.TTA_VIEWS if tta else ()
     w0, c0 = time.perf_counter(), time.process_time()
     one = {"m": member["model"]}
     val, test = ensemble.predict(one, xv, views), ensemble.predict(one, xt, views)
     cost = {"infer_seconds": time.perf_counter() - w0, "infer_cpu_seconds": time.process_time() - c0}
     np.savez(cache, val=val, test=test)
-    cache.with_suffix(".json").write_text(json.dumps(cost))
+    cache.with_suffix(".json").write_text(json.dumps(cost | {"fingerprint": member["fingerprint"]}))
     return {"val": val, "test": test} | cost
 
 
-def merge(rows: list, path: Path = RESULTS) -> dict:
-    """bench/results/ensemble.json with `rows` replacing those of the same (members, preset, tta)."""
-    key = lambda r: (r["members"], r["preset"], r["tta"])
-    old = json.loads(path.read_text())["rows"] if path.exists() else []
+def merge(rows: list, path: Path = RESULTS) -> list:
+    """bench/results/ensemble.json's rows with `rows` replacing those of the same (members,
+    preset, tta, machine). Each row names its machine (a file that named one machine for all
+    its rows has that machine written into each)."""
+    key = lambda r: (r["members"], r["preset"], r["tta"], r["machine"])
+    doc = json.loads(path.read_text()) if path.exists() else {"rows": []}
+    old = [{"machine": doc.get("machine")} | r for r in doc["rows"]]
     new = {key(r) for r in rows}
-    merged = sorted([r for r in old if key(r) not in new] + rows, key=lambda r: (r["preset"], r["members"], r["tta"]))
-    doc = {"machine": machine(), "rows": merged}
+    merged = sorted([r for r in old if key(r) not in new] + rows,
+                    key=lambda r: (r["machine"], r["preset"], r["members"], r["tta"]))
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=1) + "\n")
-    return doc
+    path.write_text(json.dumps({"rows": merged}, indent=1) + "\n")
+    return merged
 
 
 def robustness(p, members: list, sizes: list, xv, yv) -> None:
@@ -138,7 +144,7 @@ def main() -> None:
             val = ensemble.combine([o["val"] for o in outs[:k]])
             test = ensemble.combine([o["test"] for o in outs[:k]])
             cost = lambda key, infer: sum(m[key] + o[infer] for m, o in zip(members[:k], outs[:k]))
-            rows.append({"members": k, "preset": args.preset, "tta": tta,
+            rows.append({"members": k, "preset": args.preset, "tta": tta, "machine": machine(),
                          "member_seeds": seeds[:k],
                          "member_val_accuracy": [round(m["val_accuracy"], 4) for m in members[:k]],
                          "val_accuracy": round(float((val.argmax(1) == yv).mean()), 4),
@@ -146,13 +152,13 @@ def main() -> None:
                          "test_errors": int((test.argmax(1) != yt).sum()),
                          "cpu_seconds": round(cost("train_cpu_seconds", "infer_cpu_seconds"), 1),
                          "wall_seconds": round(cost("train_seconds", "infer_seconds"), 1)})
-    doc = merge(rows)
-    table(f"Ensembles of {args.preset} members, seeds {args.seeds} ({doc['machine']})",
+    merged = merge(rows)
+    table(f"Ensembles of {args.preset} members, seeds {args.seeds} ({machine()})",
           ["members", "TTA", "val acc", "test acc (key)", "test errors", "CPU s", "wall s"],
           [[r["members"], "yes" if r["tta"] else "no", f"{r['val_accuracy']:.2%}", f"{r['test_accuracy']:.2%}",
             r["test_errors"], f"{r['cpu_seconds']:,.0f}", f"{r['wall_seconds']:,.0f}"]
            for r in sorted(rows, key=lambda r: (r["members"], r["tta"]))])
-    print(f"written: {RESULTS.relative_to(ROOT)} ({len(doc['rows'])} rows)")
+    print(f"written: {RESULTS.relative_to(ROOT)} ({len(merged)} rows)")
     if args.robustness:
         robustness(p, members, sizes, xv, yv)
 

@@ -1,4 +1,4 @@
-"""The training benchmark's bookkeeping: where a member trains per oneDNN setting, how rows merge."""
+"""The benchmarks' bookkeeping: where a member trains per oneDNN setting, how result rows merge."""
 import json
 
 from bench import training
@@ -36,3 +36,14 @@ def test_summary_means_over_seeds_per_machine_setting_and_preset():
     (only,) = training.summary(rows)
     assert (only["machine"], only["preset"], only["seeds"]) == ("m1", "quick", [42, 1, 2])
     assert only["val_accuracy"] == 0.995 and only["test_accuracy"] == 0.99613 and only["train_seconds"] == 310.0
+
+
+def test_ensemble_rows_keep_their_machine_and_replace_only_their_own(tmp_path):
+    from bench import ensemble
+    path = tmp_path / "ensemble.json"
+    path.write_text(json.dumps({"machine": "old box", "rows": [{"members": 5, "preset": "quick", "tta": False, "v": 1}]}))
+    merged = ensemble.merge([{"members": 5, "preset": "quick", "tta": False, "machine": "new box", "v": 2}], path)
+    assert [(r["machine"], r["v"]) for r in merged] == [("new box", 2), ("old box", 1)]
+    merged = ensemble.merge([{"members": 5, "preset": "quick", "tta": False, "machine": "new box", "v": 3}], path)
+    assert [(r["machine"], r["v"]) for r in merged] == [("new box", 3), ("old box", 1)]
+    assert json.loads(path.read_text()) == {"rows": merged}
