@@ -1,4 +1,5 @@
 """Benchmarks: `python -m bench` (the pipeline's stages) and `python -m bench.serve` (the recognizer)."""
+import json
 import platform
 from pathlib import Path
 
@@ -18,3 +19,15 @@ def machine() -> str:
     """The machine every table names: CPU model, vector extensions, cores, Python."""
     from tasks.machine import describe
     return f"{describe()['summary']}, Python {platform.python_version()}"
+
+
+def merge_rows(path: Path, rows: list, key, old: list | None = None) -> list:
+    """A results file's rows (or `old`) with `rows` replacing those of the same key, sorted by
+    key; written to `path` as {"rows": [...]}, and returned."""
+    if old is None:
+        old = json.loads(path.read_text())["rows"] if path.exists() else []
+    new = {key(r) for r in rows}
+    merged = sorted([r for r in old if key(r) not in new] + rows, key=key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"rows": merged}, indent=1) + "\n")
+    return merged

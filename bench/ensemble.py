@@ -11,7 +11,7 @@ repeated run continues; a member the pipeline already trained with the same sett
 from checkpoints/). For the first k members the table gives the ensemble's validation accuracy
 and its test accuracy on the answer key (reported only: nothing here is chosen on it), CPU and
 wall seconds (training of the k members plus their inference on validation and test images).
-Rows are merged into bench/results/ensemble.json, keyed by (members, preset, tta, machine).
+Rows are merged into bench/results/ensemble.json, keyed by (machine, preset, members, tta).
 
 --robustness also runs the robustness stage's measurement (tasks/robustness.py: the first
 robustness.images validation images under every corruption, seeded by robustness.seed) for each
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import ROOT, machine, table
+from bench import ROOT, machine, merge_rows, table
 
 WORK = ROOT / "bench/work"
 RESULTS = ROOT / "bench/results/ensemble.json"
@@ -73,18 +73,12 @@ def member_outputs(member: dict, xv, xt, tta: bool) -> dict:
 
 
 def merge(rows: list, path: Path = RESULTS) -> list:
-    """bench/results/ensemble.json's rows with `rows` replacing those of the same (members,
-    preset, tta, machine). Each row names its machine (a file that named one machine for all
+    """bench/results/ensemble.json's rows with `rows` replacing those of the same (machine,
+    preset, members, tta). Each row names its machine (a file that named one machine for all
     its rows has that machine written into each)."""
-    key = lambda r: (r["members"], r["preset"], r["tta"], r["machine"])
     doc = json.loads(path.read_text()) if path.exists() else {"rows": []}
     old = [{"machine": doc.get("machine")} | r for r in doc["rows"]]
-    new = {key(r) for r in rows}
-    merged = sorted([r for r in old if key(r) not in new] + rows,
-                    key=lambda r: (r["machine"], r["preset"], r["members"], r["tta"]))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"rows": merged}, indent=1) + "\n")
-    return merged
+    return merge_rows(path, rows, lambda r: (r["machine"], r["preset"], r["members"], r["tta"]), old)
 
 
 def robustness(p, members: list, sizes: list, xv, yv) -> None:

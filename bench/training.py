@@ -13,12 +13,11 @@ A row: images/s, train and CPU seconds of the epochs, validation accuracy (the m
 test accuracy on the answer key (reported, never used to choose). Rows merge into
 bench/results/training.json by (preset, seed, machine, oneDNN); the table adds each preset's mean.
 """
-import json
 import os
 import time
 from pathlib import Path
 
-from bench import ROOT, machine, table
+from bench import ROOT, machine, merge_rows, table
 
 RESULTS = ROOT / "bench/results/training.json"
 
@@ -34,15 +33,8 @@ def work_folder(preset: str, seed: int, environ=os.environ) -> Path:
 
 
 def merge(rows: list, path: Path = RESULTS) -> list:
-    """training.json's rows with `rows` replacing those of the same preset, seed, machine and oneDNN."""
-    key = lambda r: (r["preset"], r["seed"], r["machine"], r["onednn"])
-    old = json.loads(path.read_text())["rows"] if path.exists() else []
-    new = {key(r) for r in rows}
-    merged = sorted([r for r in old if key(r) not in new] + rows,
-                    key=lambda r: (r["machine"], r["onednn"], r["preset"], r["seed"]))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"rows": merged}, indent=1) + "\n")
-    return merged
+    """training.json's rows with `rows` replacing those of the same machine, oneDNN, preset and seed."""
+    return merge_rows(path, rows, lambda r: (r["machine"], r["onednn"], r["preset"], r["seed"]))
 
 
 def summary(rows: list) -> list:
