@@ -189,9 +189,9 @@ def _flip_bands(v: np.ndarray) -> np.ndarray:
         # (a fat 0 or 8 makes most middle columns' medians ink; the frame's middle stays background)
         middle_half = slice(n // 4, 3 * n // 4 + 1)
         frame = v[[0, -1], middle_half] if axis == 0 else v[middle_half][:, [0, -1]]
-        middle = bool(np.median(frame) > (lo + hi) / 2)
-        def band(edge: np.ndarray) -> int:          # lines from the edge unlike the middle (0 if too many)
-            like = edge[:int(n * BAND) + 1] == middle
+        background = bool(np.median(frame) > (lo + hi) / 2)
+        def band(edge: np.ndarray) -> int:          # lines from the edge unlike the background (0 if too many)
+            like = edge[:int(n * BAND) + 1] == background
             return int(np.argmax(like)) if like.any() else 0
         left, right = band(bright), band(bright[::-1])
         for band_slice in (slice(0, left), slice(n - right, n)):
