@@ -34,6 +34,16 @@ RESULTS = ROOT / "bench/results/ensemble.json"
 ROBUSTNESS = ROOT / "bench/results/ensemble_robustness.json"
 
 
+def test_set():
+    """The test images and their answer-key labels (reported, never used to choose)."""
+    import pandas as pd
+
+    from tasks import paths
+    from tasks.io import to_images
+    xt, _ = to_images(pd.read_parquet(ROOT / paths.TEST_PARQUET))
+    return xt, pd.read_csv(ROOT / paths.ANSWER_KEY)["Label"].to_numpy()
+
+
 def train_member(p, preset: str, seed: int, tr, va, work: Path | None = None) -> dict:
     """Train (or resume, or reload) one member in `work` (default bench/work/<preset>-<seed>);
     its train record, checkpoint state and the loaded best model."""
@@ -41,8 +51,8 @@ def train_member(p, preset: str, seed: int, tr, va, work: Path | None = None) ->
     name = f"{preset}-{seed}"
     cfg = p.train.presets[preset]
     fp = train.fingerprint(cfg, seed, [paths.SPLIT_TRAIN, paths.SPLIT_VAL])
-    pipeline_ckpt, reuse = ROOT / paths.member(name).checkpoints, work is None   # an explicit folder trains itself
-    work = work or WORK / name
+    pipeline_ckpt, work = ROOT / paths.member(name).checkpoints, work or WORK / name
+    reuse = work == WORK / name            # another folder (an explicit oneDNN setting) trains itself
     if reuse and not train.Checkpoint(work / "checkpoints", fp).load() and train.Checkpoint(pipeline_ckpt, fp).load():
         shutil.copytree(pipeline_ckpt, work / "checkpoints", dirs_exist_ok=True)
         print(f"{name}: copied the pipeline's finished checkpoint ({pipeline_ckpt})", flush=True)
@@ -127,8 +137,7 @@ def main() -> None:
     p = params.load()
     tr, va = pd.read_parquet(paths.SPLIT_TRAIN), pd.read_parquet(paths.SPLIT_VAL)
     xv, yv = to_images(va)
-    xt, _ = to_images(pd.read_parquet(paths.TEST_PARQUET))
-    yt = pd.read_csv(paths.ANSWER_KEY)["Label"].to_numpy()     # reported, never used to choose
+    xt, yt = test_set()
     print(f"machine: {machine()}; {len(tr):,} training, {len(va):,} validation, {len(xt):,} test images")
     members = [train_member(p, args.preset, s, tr, va) for s in seeds[:max(sizes)]]
     rows = []

@@ -54,18 +54,15 @@ def bench_training(presets: list, seeds: list) -> None:
     device.set_onednn()                   # as the train stage does, before TensorFlow is imported
     import pandas as pd
 
-    from bench.ensemble import train_member
+    from bench.ensemble import test_set, train_member
     from tasks import ensemble, params, paths
-    from tasks.io import to_images
     p = params.load(ROOT / "params.yaml")
     tr, va = pd.read_parquet(ROOT / paths.SPLIT_TRAIN), pd.read_parquet(ROOT / paths.SPLIT_VAL)
-    xt, _ = to_images(pd.read_parquet(ROOT / paths.TEST_PARQUET))
-    yt = pd.read_csv(ROOT / paths.ANSWER_KEY)["Label"].to_numpy()     # reported, never used to choose
+    xt, yt = test_set()
     rows = []
     for preset in presets:
         for seed in seeds:
-            folder = work_folder(preset, seed)
-            m = train_member(p, preset, seed, tr, va, None if folder.name == f"{preset}-{seed}" else folder)
+            m = train_member(p, preset, seed, tr, va, work_folder(preset, seed))
             errors = int((ensemble.predict({"m": m["model"]}, xt).argmax(axis=1) != yt).sum())
             state = m["state"]
             rows.append({"preset": preset, "seed": seed, "machine": machine(),
