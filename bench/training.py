@@ -22,14 +22,20 @@ from bench import ROOT, machine, merge_rows, table
 RESULTS = ROOT / "bench/results/training.json"
 
 
-def work_folder(preset: str, seed: int, environ=os.environ) -> Path:
-    """Where a member trains: the ensemble benchmark's folder under the default oneDNN setting."""
+def work_folder(preset: str, seed: int, requested: bool | None) -> Path:
+    """Where a member trains: the ensemble benchmark's folder, unless a oneDNN setting was asked
+    for (`requested`: tasks.device.onednn_request, read before set_onednn writes its choice)."""
     from bench.ensemble import WORK
-    explicit = "TF_ENABLE_ONEDNN_OPTS" in environ or environ.get("DIGITS_ONEDNN", "auto") != "auto"
-    on = environ.get("TF_ENABLE_ONEDNN_OPTS", "1") not in ("0", "false", "False")
-    if "TF_ENABLE_ONEDNN_OPTS" not in environ and "DIGITS_ONEDNN" in environ:
-        on = environ["DIGITS_ONEDNN"] == "on"
-    return WORK / (f"{preset}-{seed}" + (f"-onednn-{'on' if on else 'off'}" if explicit else ""))
+    suffix = "" if requested is None else f"-onednn-{'on' if requested else 'off'}"
+    return WORK / f"{preset}-{seed}{suffix}"
+
+
+def settle_onednn(environ=os.environ) -> bool | None:
+    """The user's oneDNN request, then set_onednn as the train stage does (before TensorFlow)."""
+    from tasks import device
+    requested = device.onednn_request(environ)
+    device.set_onednn(environ=environ)
+    return requested
 
 
 def merge(rows: list, path: Path = RESULTS) -> list:
@@ -50,19 +56,18 @@ def summary(rows: list) -> list:
 
 
 def bench_training(presets: list, seeds: list) -> None:
-    from tasks import device
-    device.set_onednn()                   # as the train stage does, before TensorFlow is imported
+    requested = settle_onednn()
     import pandas as pd
 
     from bench.ensemble import test_set, train_member
-    from tasks import ensemble, params, paths
+    from tasks import device, ensemble, params, paths
     p = params.load(ROOT / "params.yaml")
     tr, va = pd.read_parquet(ROOT / paths.SPLIT_TRAIN), pd.read_parquet(ROOT / paths.SPLIT_VAL)
     xt, yt = test_set()
     rows = []
     for preset in presets:
         for seed in seeds:
-            m = train_member(p, preset, seed, tr, va, work_folder(preset, seed))
+            m = train_member(p, preset, seed, tr, va, work_folder(preset, seed, requested))
             errors = int((ensemble.predict({"m": m["model"]}, xt).argmax(axis=1) != yt).sum())
             state = m["state"]
             rows.append({"preset": preset, "seed": seed, "machine": machine(),

@@ -47,12 +47,22 @@ def onednn_choice(flags: set, preference: str = "auto", faster: dict | None = No
 _onednn = ""                          # set_onednn's line, for the device description
 
 
+def onednn_request(environ=os.environ) -> bool | None:
+    """The setting the user asked for: TF_ENABLE_ONEDNN_OPTS when set (it wins), else
+    $DIGITS_ONEDNN=on|off; None for auto. Read it before set_onednn, which writes its choice
+    into TF_ENABLE_ONEDNN_OPTS."""
+    if "TF_ENABLE_ONEDNN_OPTS" in environ:
+        return environ["TF_ENABLE_ONEDNN_OPTS"] not in ("0", "false", "False")
+    preference = environ.get(ONEDNN_ENV, "auto")
+    return None if preference == "auto" else onednn_choice(set(), preference)[0]
+
+
 def set_onednn(flags: set | None = None, environ=os.environ) -> str:
     """Set TF_ENABLE_ONEDNN_OPTS before TensorFlow is imported, from $DIGITS_ONEDNN (default auto),
     unless the user set TF_ENABLE_ONEDNN_OPTS; return the line the device description shows."""
     global _onednn
     if "TF_ENABLE_ONEDNN_OPTS" in environ:
-        on, why = environ["TF_ENABLE_ONEDNN_OPTS"] not in ("0", "false", "False"), "TF_ENABLE_ONEDNN_OPTS set"
+        on, why = onednn_request(environ), "TF_ENABLE_ONEDNN_OPTS set"
     else:
         if flags is None:
             from tasks import machine

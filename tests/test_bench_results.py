@@ -1,8 +1,13 @@
 """The benchmarks' bookkeeping: where a member trains per oneDNN setting, how result rows merge."""
 import json
+import sys
+
+import pytest
 
 from bench import training
 from bench.ensemble import WORK
+from tasks import device
+from tasks.params import ParamsError
 
 
 def row(preset="quick", seed=42, machine="m1", onednn="on", val=0.995, test=0.996, seconds=300.0):
@@ -11,13 +16,26 @@ def row(preset="quick", seed=42, machine="m1", onednn="on", val=0.995, test=0.99
 
 
 def test_work_folder_is_the_ensemble_benchmarks_unless_onednn_is_set():
-    assert training.work_folder("quick", 42, {}) == WORK / "quick-42"
-    assert training.work_folder("quick", 42, {"DIGITS_ONEDNN": "auto"}) == WORK / "quick-42"
-    assert training.work_folder("quick", 1, {"DIGITS_ONEDNN": "off"}) == WORK / "quick-1-onednn-off"
-    assert training.work_folder("long", 2, {"DIGITS_ONEDNN": "on"}) == WORK / "long-2-onednn-on"
+    folder = lambda preset, seed, env: training.work_folder(preset, seed, device.onednn_request(env))
+    assert folder("quick", 42, {}) == WORK / "quick-42"
+    assert folder("quick", 42, {"DIGITS_ONEDNN": "auto"}) == WORK / "quick-42"
+    assert folder("quick", 1, {"DIGITS_ONEDNN": "off"}) == WORK / "quick-1-onednn-off"
+    assert folder("long", 2, {"DIGITS_ONEDNN": "on"}) == WORK / "long-2-onednn-on"
     # TensorFlow's own variable wins, as in tasks.device.set_onednn
-    assert training.work_folder("quick", 42, {"TF_ENABLE_ONEDNN_OPTS": "0", "DIGITS_ONEDNN": "on"}) == \
-        WORK / "quick-42-onednn-off"
+    assert folder("quick", 42, {"TF_ENABLE_ONEDNN_OPTS": "0", "DIGITS_ONEDNN": "on"}) == WORK / "quick-42-onednn-off"
+    with pytest.raises(ParamsError, match="DIGITS_ONEDNN"):
+        device.onednn_request({"DIGITS_ONEDNN": "yes"})
+
+
+def test_the_default_setting_still_shares_the_folder_after_set_onednn_wrote_its_choice(monkeypatch):
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)   # as in the benchmark before its imports
+    env = {}
+    requested = training.settle_onednn(env)
+    assert env["TF_ENABLE_ONEDNN_OPTS"] in ("0", "1")               # set_onednn's choice for this CPU
+    assert training.work_folder("quick", 42, requested) == WORK / "quick-42"
+    env = {"DIGITS_ONEDNN": "off"}
+    assert training.work_folder("quick", 42, training.settle_onednn(env)) == WORK / "quick-42-onednn-off"
+    assert env["TF_ENABLE_ONEDNN_OPTS"] == "0"
 
 
 def test_merge_replaces_a_row_of_the_same_preset_seed_machine_and_onednn(tmp_path):
