@@ -293,6 +293,8 @@ def main() -> None:
                     help="cap on seed001's epochs (default: its recipe's 30); no extrapolation beyond it")
     ap.add_argument("--presets", default="quick", help="training: presets (default %(default)s)")
     ap.add_argument("--seeds", default="42,1,2", help="training: seeds (default %(default)s)")
+    ap.add_argument("--data", choices=("split", "all"), default="split",
+                    help="training: the training split (default), or all 60,000 images with no model selection")
     args = ap.parse_args()
     os.chdir(ROOT)
     parts = args.only.split(",")
@@ -305,7 +307,7 @@ def main() -> None:
         bench_train(args.seed001_epochs)
     if "training" in parts:
         from bench.training import bench_training
-        bench_training(args.presets.split(","), [int(s) for s in args.seeds.split(",")])
+        bench_training(args.presets.split(","), [int(s) for s in args.seeds.split(",")], args.data)
     if "augment" in parts:
         bench_augment()
     if "predict" in parts:

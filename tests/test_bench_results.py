@@ -10,9 +10,9 @@ from tasks import device
 from tasks.params import ParamsError
 
 
-def row(preset="quick", seed=42, machine="m1", onednn="on", val=0.995, test=0.996, seconds=300.0):
+def row(preset="quick", seed=42, machine="m1", onednn="on", val=0.995, test=0.996, seconds=300.0, **more):
     return {"preset": preset, "seed": seed, "machine": machine, "onednn": onednn,
-            "val_accuracy": val, "test_accuracy": test, "train_seconds": seconds}
+            "val_accuracy": val, "test_accuracy": test, "train_seconds": seconds} | more
 
 
 def test_work_folder_is_the_ensemble_benchmarks_unless_onednn_is_set():
@@ -33,6 +33,7 @@ def test_the_default_setting_still_shares_the_folder_after_set_onednn_wrote_its_
     requested = training.settle_onednn(env)
     assert env["TF_ENABLE_ONEDNN_OPTS"] in ("0", "1")               # set_onednn's choice for this CPU
     assert training.work_folder("quick", 42, requested) == WORK / "quick-42"
+    assert training.work_folder("quick", 42, requested, "all") == WORK / "quick-42-all"
     env = {"DIGITS_ONEDNN": "off"}
     assert training.work_folder("quick", 42, training.settle_onednn(env)) == WORK / "quick-42-onednn-off"
     assert env["TF_ENABLE_ONEDNN_OPTS"] == "0"
@@ -46,6 +47,10 @@ def test_merge_replaces_a_row_of_the_same_preset_seed_machine_and_onednn(tmp_pat
     assert json.loads(path.read_text())["rows"] == merged
     by = {(r["machine"], r["onednn"], r["seed"]): r["val_accuracy"] for r in merged}
     assert by == {("m1", "on", 42): 0.997, ("m1", "on", 1): 0.995, ("m2", "on", 42): 0.995, ("m1", "off", 42): 0.995}
+    # a row trained on all the data sits beside the split's; a row written before `data` existed is the split's
+    merged = training.merge([row(seed=42, val=None, data="all"), row(seed=1, val=0.9, data="split")], path)
+    by = {(r["seed"], r.get("data", "split")): r["val_accuracy"] for r in merged if r["machine"] == "m1"}
+    assert by == {(42, "split"): 0.997, (42, "all"): None, (1, "split"): 0.9}
 
 
 def test_summary_means_over_seeds_per_machine_setting_and_preset():
@@ -54,6 +59,15 @@ def test_summary_means_over_seeds_per_machine_setting_and_preset():
     (only,) = training.summary(rows)
     assert (only["machine"], only["preset"], only["seeds"]) == ("m1", "quick", [42, 1, 2])
     assert only["val_accuracy"] == 0.995 and only["test_accuracy"] == 0.99613 and only["train_seconds"] == 310.0
+    assert only["data"] == "split" and only["test_accuracy_last"] is None     # not every row has it
+
+
+def test_summary_keeps_all_data_rows_apart_and_has_no_validation_for_them():
+    rows = [row(seed=s, val=None, test=t, data="all", test_accuracy_last=t) for s, t in ((42, 0.996), (1, 0.997))]
+    rows += [row(seed=s, test=0.995, test_accuracy_last=t) for s, t in ((42, 0.995), (1, 0.996))]
+    by = {s["data"]: s for s in training.summary(rows)}
+    assert by["all"]["val_accuracy"] is None and by["all"]["test_accuracy_last"] == 0.9965
+    assert by["split"]["val_accuracy"] == 0.995 and by["split"]["test_accuracy_last"] == 0.9955
 
 
 def test_ensemble_rows_keep_their_machine_and_replace_only_their_own(tmp_path):
