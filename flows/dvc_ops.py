@@ -2,6 +2,7 @@
 import contextlib
 import fcntl
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -44,10 +45,19 @@ def run(args: list, cwd, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(args, cwd=cwd, env=_env(), pass_fds=tuple(_HELD_LOCKS), **kwargs)
 
 
-def popen(args: list, cwd, **kwargs) -> subprocess.Popen:
-    """Start a command; it inherits the clone locks held here, so a stage that outlives this
-    process (the flow run killed) keeps its clone locked until it exits."""
-    return subprocess.Popen(args, cwd=cwd, env=_env(), pass_fds=tuple(_HELD_LOCKS), **kwargs)
+def popen(args: list, cwd, env: dict | None = None, **kwargs) -> subprocess.Popen:
+    """Start a command (with `env` added to this process's); it inherits the clone locks held
+    here, so a stage that outlives this process (the flow run killed) keeps its clone locked
+    until it exits."""
+    return subprocess.Popen(args, cwd=cwd, env=_env() | (env or {}), pass_fds=tuple(_HELD_LOCKS), **kwargs)
+
+
+def thread_share(at_once: int, environ=os.environ) -> dict:
+    """TensorFlow's thread pools for one of `at_once` trainings sharing this machine: its share
+    of the cores (at least 1). Unset, each would use every core and they would contend for them.
+    Thread counts the user set win."""
+    n = str(max(1, (os.cpu_count() or 1) // max(1, at_once)))
+    return {k: environ.get(k, n) for k in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")}
 
 
 def dvc(repo_dir: Path, *args) -> str:
@@ -92,18 +102,21 @@ def stage_command(repo_dir: Path, stage: str) -> str:
         return repo.stage.collect(f"{Path(repo.root_dir) / 'dvc.yaml'}:{stage}")[0].cmd
 
 
-def repro_stage(repo_dir: Path, stage: str, force: bool, log, outside_lock: bool = False) -> None:
+def repro_stage(repo_dir: Path, stage: str, force: bool, log, outside_lock: int = 0) -> None:
     """`dvc repro --single-item` one stage, streaming its output line by line to `log`.
 
-    outside_lock: run the stage's command without DVC, then record its outputs with `dvc commit`
-    (a second `dvc repro` would wait for the first one's repository lock for the whole training):
-    so several members train in one clone at once. Not for a stage with non-persistent outputs
-    that a run must start without, which the train stages do not have."""
+    outside_lock: how many stages run at once (0: this one alone, under DVC). With a number, the
+    stage's command runs without DVC, with its share of the cores (thread_share), then its
+    outputs are recorded with `dvc commit` (a second `dvc repro` would wait for the first one's
+    repository lock for the whole training): so several members train in one clone at once. Not
+    for a stage with non-persistent outputs that a run must start without, which the train
+    stages do not have."""
+    env = None
     if outside_lock:
-        cmd = ["sh", "-c", stage_command(repo_dir, stage)]
+        cmd, env = ["sh", "-c", stage_command(repo_dir, stage)], thread_share(outside_lock)
     else:
         cmd = dvc_cmd("repro", "--single-item", *(["--force"] if force else []), stage)
-    proc = popen(cmd, repo_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = popen(cmd, repo_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     tail = []
     for line in proc.stdout:
         line = line.rstrip()
@@ -132,6 +145,21 @@ def holder(flow_run_name: str) -> str:
             f"since {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC)")
 
 
+def _ended(who: str) -> str:
+    """What a waiting run adds when the lock names a process of this machine that has ended: the
+    lock is then held by a command that process started (a stage outlives its killed flow run)."""
+    m = re.search(r"\(pid (\d+) on (\S+),", who)
+    if not m or m.group(2) != socket.gethostname():
+        return ""
+    try:
+        os.kill(int(m.group(1)), 0)
+    except ProcessLookupError:
+        return "; that process has ended, a command it started still holds the lock"
+    except PermissionError:
+        pass
+    return ""
+
+
 @contextlib.contextmanager
 def clone_lock(repo_dir: Path, who: str, wait_seconds: float, logger):
     """Hold the clone's lock for the block: one flow run at a time in a clone, so no run reads
@@ -155,6 +183,7 @@ def clone_lock(repo_dir: Path, who: str, wait_seconds: float, logger):
                 break
             except BlockingIOError:
                 held_by = path.read_text().strip() or "another process"
+                held_by += _ended(held_by)
                 if time.monotonic() >= deadline:
                     raise CloneBusy(f"{repo} is in use by {held_by}; gave up after waiting {wait_seconds:g} s "
                                     f"(clone_wait_seconds; lock file {path})") from None

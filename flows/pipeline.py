@@ -40,11 +40,11 @@ def _retry_unless_bad_data(task, task_run, state) -> bool:
 @task(name="dvc-stage", task_run_name="{stage}", retries=2, retry_delay_seconds=10, retry_jitter_factor=0.5,
       retry_condition_fn=_retry_unless_bad_data)
 def run_stage(repo_dir: str, stage: str, force: bool = False, train_deployment: str | None = None,
-              outside_lock: bool = False, member_timeout_seconds: float | None = None):
+              outside_lock: int = 0, member_timeout_seconds: float | None = None):
     """Run one DVC stage if DVC finds it stale (or force); report it as Skipped otherwise.
     With `train_deployment`, a train@<member> stage runs there (a GPU worker) instead of here,
-    within `member_timeout_seconds`; `outside_lock` runs it here beside other members (see
-    dvc_ops.repro_stage)."""
+    within `member_timeout_seconds`; `outside_lock` (how many at once) runs it here beside other
+    members, on its share of the cores (see dvc_ops.repro_stage)."""
     log = get_run_logger()
     if not force and not dvc_ops.is_stale(Path(repo_dir), stage):
         log.info("stage %s is up to date: skipped", stage)
@@ -53,7 +53,7 @@ def run_stage(repo_dir: str, stage: str, force: bool = False, train_deployment: 
     if is_member(stage) and train_deployment:
         remote_train.dispatch(Path(repo_dir), train_deployment, stage, log.info, member_timeout_seconds)
     else:
-        dvc_ops.repro_stage(Path(repo_dir), stage, force, log.info, outside_lock=outside_lock and is_member(stage))
+        dvc_ops.repro_stage(Path(repo_dir), stage, force, log.info, outside_lock=outside_lock if is_member(stage) else 0)
     return {"stage": stage, "seconds": round(time.perf_counter() - t0, 1)}
 
 
@@ -69,7 +69,7 @@ def train_members(runner, repo: str, members: list, force: bool, deployment: str
     kept."""
     limit = len(members) if deployment else max(1, limit)
     waiting, running, states = iter(members), {}, {}
-    submit = lambda stage: runner.submit(repo, stage, force, deployment, outside_lock=limit > 1,
+    submit = lambda stage: runner.submit(repo, stage, force, deployment, outside_lock=limit if limit > 1 else 0,
                                          member_timeout_seconds=member_timeout_seconds)
     for stage in itertools.islice(waiting, limit):
         running[submit(stage)] = stage

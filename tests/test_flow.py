@@ -4,6 +4,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -438,6 +439,59 @@ def test_a_command_started_under_the_clone_lock_holds_it_until_it_exits(tmp_path
     assert not dvc_ops._HELD_LOCKS
     done = dvc_ops.run([sys.executable, "-c", "pass"], tmp_path)   # outside the lock: nothing inherited
     assert done.returncode == 0
+
+
+def test_thread_share_divides_the_cores_and_keeps_the_users_counts(monkeypatch):
+    from flows import dvc_ops
+    names = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+    for cores, at_once, share in [(2, 2, "1"), (2, 3, "1"), (8, 2, "4"), (8, 1, "8")]:
+        monkeypatch.setattr(dvc_ops.os, "cpu_count", lambda: cores)
+        assert dvc_ops.thread_share(at_once, environ={}) == dict.fromkeys(names, share)
+    assert dvc_ops.thread_share(2, environ={names[0]: "3"}) == {names[0]: "3", names[1]: "4"}
+
+
+def test_a_stage_beside_others_runs_on_its_share_of_the_cores(tmp_path, monkeypatch):
+    """repro_stage with outside_lock=2 runs the stage's command outside DVC with TensorFlow's
+    thread counts set to half the cores, then records it in dvc.lock."""
+    from flows import dvc_ops
+    for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    sh(tmp_path, "git", "init", "-q")
+    sh(tmp_path, "dvc", "init", "-q")
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"member": {
+        "cmd": 'echo "$TF_NUM_INTRAOP_THREADS $TF_NUM_INTEROP_THREADS" > threads.txt',
+        "outs": [{"threads.txt": {"cache": False}}]}}}))
+    lines = []
+    dvc_ops.repro_stage(tmp_path, "member", False, lines.append, outside_lock=2)
+    share = max(1, os.cpu_count() // 2)
+    assert (tmp_path / "threads.txt").read_text() == f"{share} {share}\n"
+    assert sh(tmp_path, "dvc", "status", "--json").stdout.strip() == "{}"     # recorded in dvc.lock
+
+
+def test_a_lock_whose_run_has_ended_says_so(tmp_path):
+    """The lock names a flow run of this machine whose process is gone while a command it started
+    holds the lock: the waiting run's message says that process has ended. A live holder, or one
+    on another machine, is named as it is."""
+    import logging
+
+    from flows import dvc_ops
+    (tmp_path / ".dvc").mkdir()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    here = socket.gethostname()
+    for pid, host, ended in [(gone.pid, here, True), (os.getpid(), here, False), (gone.pid, "elsewhere", False)]:
+        who = f"flow run A (pid {pid} on {host}, since 2026-12-02 10:00:00 UTC)"
+        with dvc_ops.clone_lock(tmp_path, who, 0, logging.getLogger("test")):
+            stage = dvc_ops.popen([sys.executable, "-c", "import sys; sys.stdin.read()"], tmp_path, stdin=subprocess.PIPE)
+        (tmp_path / dvc_ops.CLONE_LOCK).write_text(who + "\n")    # as a killed run leaves it (no clean exit)
+        try:
+            with pytest.raises(dvc_ops.CloneBusy) as busy:
+                with dvc_ops.clone_lock(tmp_path, "flow run B", 0, logging.getLogger("test")):
+                    pass
+        finally:
+            stage.communicate(b"")
+        tail = "; that process has ended, a command it started still holds the lock" if ended else ""
+        assert f"is in use by {who}{tail}; gave up after waiting 0 s" in str(busy.value)
 
 
 def test_a_killed_run_leaves_its_overrides_and_the_next_run_restores_them_first(held_repo, prefect_api):
