@@ -125,15 +125,16 @@ def pipeline(stages: list[str] | None = None, force: bool = False, params: dict 
              retries: int = 2, retry_delay_seconds: float = 10, retry_jitter_factor: float = 0.5,
              train_on: Literal["local", "gpu"] = "local",
              train_deployment: str = "digits-train-remote/train-gpu", repo_dir: str = ".",
-             save_experiment: bool = True, train_concurrency: int = 1,
+             save_experiment: bool = True, train_concurrency: int = 2,
              clone_wait_seconds: float = 3600, member_timeout_seconds: float = 10800) -> dict:
     """Run the DVC pipeline stage by stage; returns {stage: "Completed" | "Skipped"}.
 
     `params` overrides hold for this run only: params.yaml is as before afterwards. A run that
     changed anything is saved as a DVC experiment named after the flow run (and pushed to the
     remotes that are set), so `dvc exp show` lists scheduled runs and `dvc metrics diff` compares
-    them. Ensemble members train side by side: `train_concurrency` at a time in this clone
-    (default 1: on a 2-core machine two trainings at once are slower than one after the other),
+    them. Ensemble members train side by side: `train_concurrency` at a time in this clone, each
+    on its share of the cores (default 2: on a 2-core machine two members with one core each
+    finished in 1.45-1.9x less time than one after the other, docs/orchestration.md),
     or with train_on="gpu" each as its own run of `train_deployment` on the `gpu` pool's workers,
     all at once; the split and the models travel through the DVC remote (`dvc remote add -d`).
     A remote member not finished within `member_timeout_seconds` (its wait for a free worker
@@ -185,8 +186,8 @@ def main(argv=None) -> None:
                          "e.g. train.presets.quick.epochs=3")
     ap.add_argument("--train-on", choices=["local", "gpu"], default="local",
                     help="gpu: run each member's train stage on the `gpu` work pool through the DVC remote")
-    ap.add_argument("--train-concurrency", type=int, default=1, metavar="N",
-                    help="members trained at once in this clone (default 1)")
+    ap.add_argument("--train-concurrency", type=int, default=2, metavar="N",
+                    help="members trained at once in this clone, each on its share of the cores (default 2)")
     ap.add_argument("--clone-wait-seconds", type=float, default=3600, metavar="S",
                     help="how long to wait while another run uses this clone, then fail (default 3600)")
     ap.add_argument("--member-timeout-seconds", type=float, default=10800, metavar="S",

@@ -79,3 +79,17 @@ def test_ensemble_rows_keep_their_machine_and_replace_only_their_own(tmp_path):
     merged = ensemble.merge([{"members": 5, "preset": "quick", "tta": False, "machine": "new box", "v": 3}], path)
     assert [(r["machine"], r["v"]) for r in merged] == [("new box", 3), ("old box", 1)]
     assert json.loads(path.read_text()) == {"rows": merged}
+
+
+def test_side_by_side_rows_replace_those_of_the_same_machine_preset_seeds_and_mode(tmp_path):
+    from bench import merge_rows, side_by_side
+    path = tmp_path / "side_by_side.json"
+    r = lambda mode, wall, seeds=(1, 2), machine="m1": {"machine": machine, "preset": "lite", "seeds": list(seeds),
+                                                        "mode": mode, "wall_seconds": wall}
+    merge_rows(path, [r("one after the other", 660), r("side by side", 346), r("side by side", 400, machine="m2")],
+               side_by_side.key)
+    merged = merge_rows(path, [r("side by side", 350), r("side by side", 500, seeds=(1, 2, 3))], side_by_side.key)
+    walls = {(x["machine"], tuple(x["seeds"]), x["mode"]): x["wall_seconds"] for x in merged}
+    assert walls == {("m1", (1, 2), "one after the other"): 660, ("m1", (1, 2), "side by side"): 350,
+                     ("m2", (1, 2), "side by side"): 400, ("m1", (1, 2, 3), "side by side"): 500}
+    assert json.loads(path.read_text())["rows"] == merged
