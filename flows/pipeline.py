@@ -61,13 +61,19 @@ def is_member(stage: str) -> bool:
     return stage.startswith(remote_train.STAGE + "@")
 
 
+def at_once(limit: int, members: int, deployment: str | None) -> int:
+    """How many members train at a time: all of them on the work pool; here at most `limit` and
+    never more than there are members (a lone member keeps every core, under `dvc repro`)."""
+    return members if deployment else max(1, min(limit, members))
+
+
 def train_members(runner, repo: str, members: list, force: bool, deployment: str | None, limit: int,
                   member_timeout_seconds: float | None = None) -> dict:
     """Run the train@<member> stages concurrently: all at once on the work pool (each its own
     flow run of the train deployment, each within member_timeout_seconds), at most `limit` at a
     time here. Returns {stage: state}; a failed member does not stop the others, whose models are
     kept."""
-    limit = len(members) if deployment else max(1, limit)
+    limit = at_once(limit, len(members), deployment)
     waiting, running, states = iter(members), {}, {}
     submit = lambda stage: runner.submit(repo, stage, force, deployment, outside_lock=limit if limit > 1 else 0,
                                          member_timeout_seconds=member_timeout_seconds)

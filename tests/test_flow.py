@@ -450,6 +450,13 @@ def test_thread_share_divides_the_cores_and_keeps_the_users_counts(monkeypatch):
     assert dvc_ops.thread_share(2, environ={names[0]: "3"}) == {names[0]: "3", names[1]: "4"}
 
 
+def test_members_at_once_are_capped_by_the_members_and_all_go_to_the_work_pool():
+    from flows.pipeline import at_once
+    assert at_once(2, 1, None) == 1                 # the default pipeline: one member, all cores, under DVC
+    assert at_once(2, 5, None) == 2 and at_once(1, 5, None) == 1 and at_once(0, 3, None) == 1
+    assert at_once(2, 5, "digits-train-remote/train-gpu") == 5
+
+
 def test_a_stage_beside_others_runs_on_its_share_of_the_cores(tmp_path, monkeypatch):
     """repro_stage with outside_lock=2 runs the stage's command outside DVC with TensorFlow's
     thread counts set to half the cores, then records it in dvc.lock."""
