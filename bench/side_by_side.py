@@ -22,7 +22,6 @@ from pathlib import Path
 from bench import ROOT, machine, merge_rows, table
 
 RESULTS = ROOT / "bench/results/side_by_side.json"
-THREADS = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 
 
 def key(row: dict) -> tuple:
@@ -60,7 +59,7 @@ def result(started: tuple) -> dict:
 
 
 def main() -> None:
-    from flows.dvc_ops import thread_share
+    from flows.dvc_ops import TF_THREADS, thread_share
     ap = argparse.ArgumentParser(prog="python -m bench.side_by_side", description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="lite")
     ap.add_argument("--seeds", default="1,2", help="one member per seed (default %(default)s)")
@@ -69,12 +68,12 @@ def main() -> None:
     if args.worker:
         return worker(args.worker[0], int(args.worker[1]), args.worker[2])
     seeds = [int(s) for s in args.seeds.split(",")]
-    base = {k: v for k, v in os.environ.items() if k not in THREADS} | {"TF_CPP_MIN_LOG_LEVEL": "2"}
+    base = {k: v for k, v in os.environ.items() if k not in TF_THREADS} | {"TF_CPP_MIN_LOG_LEVEL": "2"}
     share = thread_share(len(seeds), environ={})
     rows = []
     with tempfile.TemporaryDirectory(prefix="side-by-side-") as tmp:
         for mode, env in (("one after the other", base), ("side by side", base | share)):
-            t0, members = time.perf_counter(), []
+            t0 = time.perf_counter()
             if mode == "side by side":
                 procs = [start(args.preset, s, Path(tmp) / f"side-{s}", env) for s in seeds]
                 members = [result(p) for p in procs]
@@ -82,7 +81,7 @@ def main() -> None:
                 members = [result(start(args.preset, s, Path(tmp) / f"seq-{s}", env)) for s in seeds]
             wall = time.perf_counter() - t0
             rows.append({"machine": machine(), "preset": args.preset, "seeds": seeds, "mode": mode,
-                         "threads": share[THREADS[0]] if mode == "side by side" else "default",
+                         "threads": share[TF_THREADS[0]] if mode == "side by side" else "default",
                          "wall_seconds": round(wall, 1), "members": members, "date": time.strftime("%Y-%m-%d")})
             print(f"{mode}: {wall:.0f} s", flush=True)
     merge_rows(RESULTS, rows, key)

@@ -52,12 +52,15 @@ def popen(args: list, cwd, env: dict | None = None, **kwargs) -> subprocess.Pope
     return subprocess.Popen(args, cwd=cwd, env=_env() | (env or {}), pass_fds=tuple(_HELD_LOCKS), **kwargs)
 
 
+TF_THREADS = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")   # TensorFlow's thread pools, read at import
+
+
 def thread_share(at_once: int, environ=os.environ) -> dict:
     """TensorFlow's thread pools for one of `at_once` trainings sharing this machine: its share
     of the cores (at least 1). Unset, each would use every core and they would contend for them.
     Thread counts the user set win."""
     n = str(max(1, (os.cpu_count() or 1) // max(1, at_once)))
-    return {k: environ.get(k, n) for k in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")}
+    return {k: environ.get(k, n) for k in TF_THREADS}
 
 
 def dvc(repo_dir: Path, *args) -> str:
