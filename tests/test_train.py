@@ -165,7 +165,8 @@ def test_every_preset_builds_and_takes_training_steps(name, mnist):
     cfg = params.load(ROOT / "params.yaml").train.presets[name]
     x, y = mnist[0][:2 * cfg.batch_size].reshape(-1, 28, 28, 1), mnist[1][:2 * cfg.batch_size]
     m = model.build(cfg.arch, cfg.augment, seed=0)
-    m.compile(optimizer=train.make_optimizer(cfg, steps_per_epoch=2), loss="categorical_crossentropy")
+    m.compile(optimizer=train.make_optimizer(cfg, steps_per_epoch=2), loss="categorical_crossentropy",
+              run_eagerly=True)     # two steps: tracing the graph would cost more than running them
     history = m.fit(x, np.eye(10)[y], batch_size=cfg.batch_size, epochs=1, verbose=0).history
     assert np.isfinite(history["loss"][0]) and int(m.optimizer.iterations) == 2
     rate = float(keras.ops.convert_to_numpy(m.optimizer.learning_rate))
@@ -180,7 +181,7 @@ def test_one_cycle_rises_to_the_peak_then_falls_and_resumes_from_a_checkpoint(tm
     assert all(a < b for a, b in zip(rates[:30], rates[1:31]))          # rises to the peak
     assert all(a > b for a, b in zip(rates[30:100], rates[31:101]))     # then only falls
     m = model.build(tiny().arch, tiny().augment, seed=0)
-    m.compile(optimizer=keras.optimizers.AdamW(cycle), loss="categorical_crossentropy")
+    m.compile(optimizer=keras.optimizers.AdamW(cycle), loss="categorical_crossentropy", run_eagerly=True)
     m.fit(np.zeros((64, 28, 28, 1), np.uint8), np.eye(10)[np.zeros(64, int)], batch_size=16, verbose=0)
     m.save(tmp_path / "ck.keras")
     again = model.load(tmp_path / "ck.keras").optimizer
