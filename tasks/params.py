@@ -135,6 +135,25 @@ class Baselines:
 
 
 @dataclasses.dataclass(frozen=True)
+class Intake:
+    inbox: str                  # folder of arriving batch files (train.csv's format); read only
+
+
+@dataclasses.dataclass(frozen=True)
+class Feedback:
+    database: str               # SQLAlchemy URL of the feedback store
+    per_minute: int             # POST /feedback items per client and minute
+
+
+@dataclasses.dataclass(frozen=True)
+class Promotion:
+    max_extra_errors: int       # gate errors the challenger may make beyond the champion's
+    alpha: float                # McNemar's exact test: p below this is a real difference
+    robustness_drop: float      # largest allowed drop of the mean accuracy over corruptions
+    worst_drop: float           # largest allowed drop on the worst corruption
+
+
+@dataclasses.dataclass(frozen=True)
 class Params:
     base: Base
     data: Data
@@ -144,6 +163,9 @@ class Params:
     baselines: Baselines
     calibration: Calibration
     robustness: Robustness
+    intake: Intake
+    feedback: Feedback
+    promotion: Promotion
 
 
 def _join(key: str, name: str) -> str:

@@ -76,6 +76,18 @@ ROBUSTNESS_METRICS = METRICS_DIR / "robustness.json"
 ROBUSTNESS_DETAILS = DETAILS_DIR / "robustness.json"
 REPORT = Path("reports/report.md")
 
+# Stage intake: the batches of params.yaml's intake.inbox, each validated; accepted rows train only.
+INTAKE_DIR = Path("data/intake")
+INTAKE_TRAIN = INTAKE_DIR / "train.parquet"        # every accepted batch's rows (split train's columns)
+INTAKE_MANIFEST = INTAKE_DIR / "batches.json"      # each batch: file, sha256, rows, taken or why not
+INTAKE_REJECTED = INTAKE_DIR / "rejected"          # a copy of each rejected batch beside its report
+INTAKE_REPORTS = Path("reports/intake")            # one Great Expectations result per batch
+INTAKE_METRICS = METRICS_DIR / "intake.json"
+
+# Serving: copies of the promoted versions (git-ignored) and the one users get (docs/loop.md).
+SERVING_DIR = Path("serving")
+PRODUCTION = SERVING_DIR / "production.json"
+
 
 def cache_dir() -> Path:
     """Where downloads are cached between runs and clones (outside the workspace, like pip's)."""
