@@ -2,10 +2,13 @@
 
 The model is loaded once, at start. Endpoints:
   GET  /         the drawing page (app/static: plain HTML and JavaScript, nothing from a CDN)
-  GET  /health   {"status", "models", "tta", "sha256", "bytes"}: which model files answer
+  GET  /health   {"status", "version", "models", "tta", "sha256", "bytes"}: which version and
+                 model files answer
   POST /predict  an image upload (multipart/form-data, field "file", at most 5 MB) or JSON
                  {"pixels": [784 integers 0..255]} -> {"digit", "confidence", "probabilities",
-                 "preprocessed"} (the 28 x 28 image the model saw, as a PNG data URL)
+                 "preprocessed", "version"} (the 28 x 28 image the model saw, as a PNG data URL)
+Without --model the server follows promotions: it serves the production version and switches to a
+newly promoted one without a restart and without failing a request (app/serving.py).
 Bad input gets a 4xx and {"detail": message}; the server stays up:
   400 not an image / cannot be decoded / over 16 megapixels / malformed JSON or multipart
   413 over the size limit (5 MB of image, 64 KB of JSON)
@@ -25,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from app.serving import Serving
 from tasks import preprocess
 
 MAX_UPLOAD = 5 * 1024 * 1024        # bytes of image
@@ -118,9 +122,10 @@ async def _read_image(request: Request, mime: str):
 
 
 def create_app(predictor) -> FastAPI:
-    """The app around a loaded predictor (tasks.recognize.load_predictor)."""
+    """The app around a loaded predictor (tasks.recognize.load_predictor), or a Serving that
+    follows promotions."""
+    serving = predictor if isinstance(predictor, Serving) else Serving(predictor)
     app = FastAPI(title="digit-recognizer", docs_url=None, redoc_url=None)   # no CDN-served docs
-    app.state.predictor = predictor
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -129,11 +134,13 @@ def create_app(predictor) -> FastAPI:
 
     @app.get("/health")
     def health():
-        return {"status": "ok", "models": [str(f) for f in predictor.files.values()], "tta": list(predictor.tta),
-                "sha256": predictor.sha256, "bytes": sum(f.stat().st_size for f in predictor.files.values())}
+        p = serving.current
+        return {"status": "ok", "version": p.version, "models": [str(f) for f in p.files.values()],
+                "tta": list(p.tta), "sha256": p.sha256, "bytes": sum(f.stat().st_size for f in p.files.values())}
 
     @app.post("/predict")
     async def predict(request: Request):
+        predictor = serving.current             # this request's version, whatever a swap does meanwhile
         mime = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if mime not in ("multipart/form-data", "application/json"):
             raise HTTPException(415, f"unsupported content type {mime or '(none)'}: {USAGE}")
@@ -147,7 +154,8 @@ def create_app(predictor) -> FastAPI:
             raise HTTPException(422, f"{e}; draw or upload a digit") from None
         probs = await run_in_threadpool(lambda: predictor(image28[None])[0])
         return {"digit": int(probs.argmax()), "confidence": float(probs.max()),
-                "probabilities": [float(p) for p in probs], "preprocessed": preprocess.png_data_url(image28)}
+                "probabilities": [float(p) for p in probs], "preprocessed": preprocess.png_data_url(image28),
+                "version": predictor.version}
 
     return app
 
@@ -163,14 +171,17 @@ def main(argv=None, root: Path | None = None, prog: str = "python -m app.server"
     parser.add_argument("--model", type=Path, action="append", metavar="FILE",
                         help="a .keras model; repeat to average several (default: the ensemble of params.yaml)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    parser.add_argument("--poll-seconds", type=float, default=2.0, metavar="S",
+                        help="without --model: how often to look for a newly promoted version (default 2)")
     args = parser.parse_args(argv)
     try:
         predictor = load_predictor(args.model, root=root)
     except FileNotFoundError as e:
         raise SystemExit(f"error: {e}" + ("" if args.model else ", or name a model with --model"))
-    print(f"models {', '.join(map(str, predictor.files.values()))} (sha256 {predictor.sha256[:12]}); the drawing page: "
-          f"http://{args.host}:{args.port}/", flush=True)
-    uvicorn.run(create_app(predictor), host=args.host, port=args.port, log_level=args.log_level)
+    print(f"version {predictor.version}: models {', '.join(map(str, predictor.files.values()))} "
+          f"(sha256 {predictor.sha256[:12]}); the drawing page: http://{args.host}:{args.port}/", flush=True)
+    serving = Serving(predictor, root=None if args.model else Path(root or "."), interval=args.poll_seconds)
+    uvicorn.run(create_app(serving.start()), host=args.host, port=args.port, log_level=args.log_level)
 
 
 if __name__ == "__main__":

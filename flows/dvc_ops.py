@@ -317,13 +317,15 @@ def restore_worktree(repo: Path, tree: str) -> None:
     index.unlink()
 
 
-def save_experiment(repo_dir: Path, name: str, log) -> None:
+def save_experiment(repo_dir: Path, name: str, log, commit: str | None = None) -> None:
     """Record the workspace as the DVC experiment `name` (params, dvc.lock, metrics, plots), then
-    share it: outputs to the default DVC remote and the experiment to the git remote, where set."""
+    share it: outputs to the default DVC remote and the experiment to the git remote, where set.
+    Its message names the flow run and the commit it ran (`commit`)."""
     # `exp save` leaves out git-tracked outputs that git does not know yet (the first run's metrics)
     untracked = [arg for path in git_tracked_outputs(repo_dir) if (Path(repo_dir) / path).exists()
                  for arg in ("-I", path)]
-    dvc(repo_dir, "exp", "save", "--force", "-n", name, "-m", f"Prefect flow run {name}", *untracked)
+    message = f"Prefect flow run {name}" + (f" at {commit}" if commit else "")
+    dvc(repo_dir, "exp", "save", "--force", "-n", name, "-m", message, *untracked)
     log(f"saved as DVC experiment {name}")
     if dvc(repo_dir, "remote", "list").strip():
         dvc(repo_dir, "push")
@@ -339,3 +341,13 @@ def metrics_diff_md(repo_dir: Path) -> str:
     """`dvc metrics diff --md` of the workspace against the last commit ('' if none)."""
     proc = run(dvc_cmd("metrics", "diff", "--md"), repo_dir, capture_output=True, text=True)
     return proc.stdout.strip() if proc.returncode == 0 else ""
+
+
+def experiment_commit(repo_dir: Path, name: str) -> str:
+    """The git commit DVC saved the experiment `name` as (refs/exps/.../<name>)."""
+    refs = run(["git", "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps"], repo_dir,
+               capture_output=True, text=True, check=True).stdout.splitlines()
+    found = [sha for sha, ref in (line.split(" ", 1) for line in refs) if ref.rsplit("/", 1)[-1] == name]
+    if not found:
+        raise StageFailed(f"no DVC experiment named {name} in {repo_dir}")
+    return found[0]

@@ -6,10 +6,18 @@ state named "Skipped". A stage that rejects its data (exit status 65) fails at o
 A run that changed anything is saved as a DVC experiment named after the flow run. A run holds
 its clone's lock throughout: a second run in the same clone waits for it (clone_wait_seconds).
 
+With `update_branch` (the nightly deployment) the run first fast-forwards its clone to that branch
+of the clone's git remote, and at the end puts every file git sees back as at that commit: the
+night's results live in its experiment (and, when promoted, in the registry's tags), so they never
+block the next night's fast-forward. With `promote` the gate compares the new model with the
+production one and the registry promotes it only if it passes (flows/promotion.py).
+
     python -m flows.pipeline                                  # all stages, local server or ephemeral
     python -m flows.pipeline --set train.presets.quick.epochs=3 --stages ingest validate
+    python -m flows.pipeline --update-branch main --promote   # what the nightly deployment runs
 """
 import argparse
+import contextlib
 import itertools
 import json
 import time
@@ -23,8 +31,8 @@ from prefect.futures import as_completed
 from prefect.runtime import flow_run as current_flow_run
 from prefect.states import Completed
 
-from flows import dvc_ops, remote_train
-from tasks import paths
+from flows import dvc_ops, git_ops, promotion, remote_train
+from tasks import paths, registry
 
 
 def _retry_unless_bad_data(task, task_run, state) -> bool:
@@ -94,7 +102,48 @@ def _load(repo: Path, path: Path):
     return json.loads(f.read_text()) if f.exists() else None
 
 
-def publish_artifacts(repo: Path, statuses: dict, experiment: str | None) -> None:
+def _retry_unless_refused(task, task_run, state) -> bool:
+    try:
+        state.result()
+    except git_ops.CloneRefused:
+        return False
+    except Exception:
+        return True
+    return True
+
+
+@task(name="fast-forward", retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=_retry_unless_refused)
+def update_clone(repo_dir: str, branch: str) -> dict:
+    """Bring the clone to the head of `branch` of its git remote, fast-forward only; a clone with
+    local changes or commits of its own is refused at once (a fetch that fails is retried)."""
+    moved = git_ops.fast_forward(Path(repo_dir), branch)
+    log = get_run_logger()
+    if moved["commits"]:
+        log.info("fast-forwarded %s to %s (%d commits):\n%s", branch, moved["commit"][:12], len(moved["commits"]),
+                 "\n".join(moved["commits"]))
+    else:
+        log.info("%s is at the head of %s (%s)", repo_dir, branch, moved["commit"][:12])
+    return moved
+
+
+def _intake_lines(repo: Path) -> list[str]:
+    """The summary's lines on arriving batches (data/intake/batches.json), rejected ones named."""
+    manifest = _load(repo, paths.INTAKE_MANIFEST)
+    if not manifest:
+        return []
+    batches = manifest if isinstance(manifest, list) else manifest.get("batches", [])
+    taken = [b for b in batches if b.get("status") == "taken"]
+    lines = ["", "## Arriving batches", "",
+             f"{len(batches)} in the inbox: {len(taken)} taken ({sum(b.get('rows', 0) for b in taken):,} rows)."]
+    for b in batches:
+        if b.get("status") == "rejected":
+            lines.append(f"- **rejected** `{b.get('file')}`: {b.get('reason')} (report `{b.get('report')}`)")
+        elif b.get("status") == "duplicate":
+            lines.append(f"- duplicate `{b.get('file')}`: {b.get('reason')}")
+    return lines
+
+
+def publish_artifacts(repo: Path, statuses: dict, experiment: str | None, commit: str | None = None) -> None:
     """Prefect artifacts: the run's metrics as a table and a markdown summary."""
     ev, score = (_load(repo, p) or {} for p in (paths.EVALUATE_DETAILS, paths.SCORE_METRICS))
     names = list(ev.get("ensemble", {}).get("members", {}))
@@ -103,9 +152,11 @@ def publish_artifacts(repo: Path, statuses: dict, experiment: str | None) -> Non
            "test_accuracy": score.get("test_accuracy"), "members": ", ".join(names),
            "train_seconds": round(sum(m.get("train_seconds", 0) for m in trained), 1),
            "device": trained[0].get("device") if trained else None,
-           "machine": trained[0].get("machine") if trained else None}
+           "machine": trained[0].get("machine") if trained else None, "commit": commit}
     create_table_artifact(key="digits-metrics", table=[row], description="Metrics of this pipeline run")
     lines = ["# Digit recognizer run", ""]
+    if commit:
+        lines += [f"Ran at commit `{commit}`.", ""]
     if experiment:
         lines += [f"Saved as DVC experiment `{experiment}`: `dvc exp show` lists it, "
                   f"`dvc metrics diff {experiment} <other>` compares it.", ""]
@@ -113,6 +164,7 @@ def publish_artifacts(repo: Path, statuses: dict, experiment: str | None) -> Non
         lines += ["Nothing changed: no experiment saved.", ""]
     lines += ["| stage | state |", "|---|---|"]
     lines += [f"| {s} | {st} |" for s, st in statuses.items()]
+    lines += _intake_lines(repo)
     confusion = repo / paths.EVAL_PLOTS / "confusion.csv"
     if confusion.exists():
         pairs = pd.read_csv(confusion)
@@ -132,7 +184,8 @@ def pipeline(stages: list[str] | None = None, force: bool = False, params: dict 
              train_on: Literal["local", "gpu"] = "local",
              train_deployment: str = "digits-train-remote/train-gpu", repo_dir: str = ".",
              save_experiment: bool = True, train_concurrency: int = 2,
-             clone_wait_seconds: float = 3600, member_timeout_seconds: float = 10800) -> dict:
+             clone_wait_seconds: float = 3600, member_timeout_seconds: float = 10800,
+             update_branch: str | None = None, promote: bool = False) -> dict:
     """Run the DVC pipeline stage by stage; returns {stage: "Completed" | "Skipped"}.
 
     `params` overrides hold for this run only: params.yaml is as before afterwards. A run that
@@ -148,38 +201,64 @@ def pipeline(stages: list[str] | None = None, force: bool = False, params: dict 
 
     The run holds the clone's lock from start to end: a run that finds the clone in use waits
     up to `clone_wait_seconds`, then fails naming the run that holds it. Holding the lock, it
-    first restores what a killed run left behind (params.yaml under its overrides)."""
+    first restores what a killed run left behind (params.yaml under its overrides).
+
+    `update_branch`: first fast-forward the clone to this branch of its git remote (a clone with
+    local changes or commits of its own fails the run at once), and at the end put the files git
+    sees back as at that commit, the results kept in the run's experiment. `promote`: after the
+    stages, the gate compares the ensemble with the production version (tasks/promote.py) and
+    the registry promotes it when it passes; the decision is the `digits-promotion` artifact."""
     repo = Path(repo_dir).resolve()
     log = get_run_logger()
-    with (dvc_ops.clone_lock(repo, dvc_ops.holder(current_flow_run.name), clone_wait_seconds, log),
-          dvc_ops.overridden_params(repo, params or {})):
-        order = dvc_ops.stage_order(repo)
-        group = lambda s: s.split("@")[0]           # "train" names every train@<member>
-        unknown = set(stages or []) - set(order) - {group(s) for s in order}
-        if unknown:
-            raise ValueError(f"unknown stages {sorted(unknown)}; the pipeline has {order}")
-        chosen = [s for s in order if not stages or s in stages or group(s) in stages]
-        runner = run_stage.with_options(retries=retries, retry_delay_seconds=retry_delay_seconds,
-                                        retry_jitter_factor=retry_jitter_factor)
-        deployment = train_deployment if train_on == "gpu" else None
-        statuses = {}
-        for stage in chosen:
-            if stage in statuses:
-                continue
-            if is_member(stage):            # every member at once: they depend on the split alone
-                states = train_members(runner, str(repo), [s for s in chosen if is_member(s)], force,
-                                       deployment, train_concurrency, member_timeout_seconds)
-            else:
-                states = {stage: runner(str(repo), stage, force, deployment, return_state=True)}
-            statuses |= {s: states[s].name for s in chosen if s in states}    # in DVC's order
-            for st in states.values():
-                if st.is_failed():
-                    st.result()                 # raises the stage's own error: the flow fails with it
-        experiment = None
-        if save_experiment and (params or any(st != "Skipped" for st in statuses.values())):
-            experiment = current_flow_run.name
-            dvc_ops.save_experiment(repo, experiment, log.info)
-        publish_artifacts(repo, statuses, experiment)
+    with dvc_ops.clone_lock(repo, dvc_ops.holder(current_flow_run.name), clone_wait_seconds, log):
+        commit = update_clone(str(repo), update_branch)["commit"] if update_branch else git_ops.head(repo)
+        kept = dvc_ops.worktree_kept(repo) if update_branch else contextlib.nullcontext()
+        with kept, dvc_ops.overridden_params(repo, params or {}):
+            statuses = run_stages(repo, stages, force, retries, retry_delay_seconds, retry_jitter_factor,
+                                  train_deployment if train_on == "gpu" else None, train_concurrency,
+                                  member_timeout_seconds)
+            changed = bool(params) or any(st != "Skipped" for st in statuses.values())
+            first = promote and registry.production(repo) is None
+            experiment = None
+            if save_experiment and (changed or first):
+                experiment = current_flow_run.name
+                dvc_ops.save_experiment(repo, experiment, log.info, commit)
+            publish_artifacts(repo, statuses, experiment, commit)
+            if promote and experiment:
+                decision = promotion.gate(str(repo))
+                trained_at = dvc_ops.experiment_commit(repo, experiment)
+                record = promotion.publish(str(repo), decision, trained_at, experiment)
+                promotion.publish_decision(repo, decision, record, trained_at)
+            elif promote:
+                log.info("nothing changed since the production version's run: no decision to make")
+    return statuses
+
+
+def run_stages(repo: Path, stages, force: bool, retries: int, retry_delay_seconds: float, retry_jitter_factor: float,
+               deployment: str | None, train_concurrency: int, member_timeout_seconds: float) -> dict:
+    """Every chosen stage in DVC's order, members side by side; {stage: state name}. A failed
+    stage fails the flow with its own error."""
+    order = dvc_ops.stage_order(repo)
+    group = lambda s: s.split("@")[0]           # "train" names every train@<member>
+    unknown = set(stages or []) - set(order) - {group(s) for s in order}
+    if unknown:
+        raise ValueError(f"unknown stages {sorted(unknown)}; the pipeline has {order}")
+    chosen = [s for s in order if not stages or s in stages or group(s) in stages]
+    runner = run_stage.with_options(retries=retries, retry_delay_seconds=retry_delay_seconds,
+                                    retry_jitter_factor=retry_jitter_factor)
+    statuses = {}
+    for stage in chosen:
+        if stage in statuses:
+            continue
+        if is_member(stage):            # every member at once: they depend on the split alone
+            states = train_members(runner, str(repo), [s for s in chosen if is_member(s)], force,
+                                   deployment, train_concurrency, member_timeout_seconds)
+        else:
+            states = {stage: runner(str(repo), stage, force, deployment, return_state=True)}
+        statuses |= {s: states[s].name for s in chosen if s in states}    # in DVC's order
+        for st in states.values():
+            if st.is_failed():
+                st.result()                 # raises the stage's own error: the flow fails with it
     return statuses
 
 
@@ -198,12 +277,17 @@ def main(argv=None) -> None:
                     help="how long to wait while another run uses this clone, then fail (default 3600)")
     ap.add_argument("--member-timeout-seconds", type=float, default=10800, metavar="S",
                     help="with --train-on gpu: deadline of each member's remote run (default 10800)")
+    ap.add_argument("--update-branch", metavar="BRANCH",
+                    help="first fast-forward the clone to this branch of its remote; restore the clone at the end")
+    ap.add_argument("--promote", action="store_true",
+                    help="promote the new model if it passes the gate against the production version")
     args = ap.parse_args(argv)
     import yaml
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
     print(pipeline(stages=args.stages, force=args.force, params=overrides, train_on=args.train_on,
                    train_concurrency=args.train_concurrency, clone_wait_seconds=args.clone_wait_seconds,
-                   member_timeout_seconds=args.member_timeout_seconds))
+                   member_timeout_seconds=args.member_timeout_seconds, update_branch=args.update_branch,
+                   promote=args.promote))
 
 
 if __name__ == "__main__":

@@ -32,13 +32,15 @@ class Predictor:
     mean of the models' probabilities over the test-time views (tasks/ensemble.py).
 
     `files` are the model files, in order; `sha256` identifies them together (for one file, that
-    file's own hash); `tta` the views used.
+    file's own hash); `tta` the views used; `version` the registry's version users can name
+    (tasks/registry.py), or "workspace" / the files' hash for models that were never promoted.
     """
 
-    def __init__(self, models: dict, files: dict, tta=()):
+    def __init__(self, models: dict, files: dict, tta=(), version: str | None = None):
         self.models, self.files, self.tta = models, {k: Path(f) for k, f in files.items()}, tuple(tta)
         hashes = [sha256(f) for f in self.files.values()]
         self.sha256 = hashes[0] if len(hashes) == 1 else hashlib.sha256(" ".join(hashes).encode()).hexdigest()
+        self.version = version or self.sha256[:12]
         self._lock = threading.Lock()             # one inference at a time (the HTTP server's threads)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
@@ -48,15 +50,23 @@ class Predictor:
 
 
 def load_predictor(model_files=None, tta=None, root: Path | None = None) -> Predictor:
-    """The pipeline's ensemble (the members and TTA views of the params.yaml in `root`, the current
-    directory by default), or the model files given (a path or a list of paths, relative to the
-    current directory, averaged; no TTA unless `tta` names views), ready to call."""
-    from tasks import ensemble, paths
+    """The model users get in the repository at `root` (the current directory by default): the
+    production version when one was promoted (serving/production.json), else the ensemble of its
+    params.yaml (members and TTA views); or the model files given (a path or a list of paths,
+    relative to the current directory, averaged; no TTA unless `tta` names views), ready to call."""
+    from tasks import ensemble, paths, registry
     from tasks import params as params_mod
-    if model_files is None:
+    version = None
+    if model_files is None and registry.production(root or "."):
+        root = Path(root or ".")
+        record = registry.production(root)
+        files, version = registry.production_files(record, root), record["version"]
+        tta = record.get("tta", ()) if tta is None else tta
+    elif model_files is None:
         root = Path(root or ".")
         p = params_mod.load(root / paths.PARAMS)
         files, tta = ensemble.model_files(p.ensemble.members, root), p.ensemble.tta if tta is None else tta
+        version = "workspace"
     else:
         listed = [model_files] if isinstance(model_files, (str, Path)) else list(model_files)
         files = {Path(f).stem if len(listed) == 1 else f"{i}:{Path(f).stem}": Path(f) for i, f in enumerate(listed)}
@@ -64,7 +74,7 @@ def load_predictor(model_files=None, tta=None, root: Path | None = None) -> Pred
         if missing:
             raise FileNotFoundError(f"{', '.join(missing)}: no model")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")     # TensorFlow's start-up chatter
-    predictor = Predictor(ensemble.load(files), files, tta or ())
+    predictor = Predictor(ensemble.load(files), files, tta or (), version)
     predictor(np.zeros((1, SIDE, SIDE), np.uint8))          # builds the predict functions now
     return predictor
 
