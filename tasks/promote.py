@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks import paths, registry
 from tasks import params as params_mod
+from tasks import paths, registry
 from tasks.io import sha256, to_images, write_json
 from tasks.params import Promotion
 
