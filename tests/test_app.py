@@ -16,13 +16,15 @@ with warnings.catch_warnings():     # starlette suggests httpx2; httpx 0.28 is t
 
 from app.server import MAX_UPLOAD, STATIC, create_app
 from bench import render
+from conftest import ROOT
 from tasks.io import sha256
 from tasks.preprocess import open_image, to_mnist
 
 
 @pytest.fixture(scope="module")
-def client(predictor):
-    with TestClient(create_app(predictor)) as c:
+def client(predictor, tmp_path_factory):
+    store = f"sqlite:///{tmp_path_factory.mktemp('feedback') / 'feedback.db'}"
+    with TestClient(create_app(predictor, store, root=ROOT)) as c:
         yield c
 
 
@@ -122,7 +124,7 @@ def test_a_chunked_upload_is_cut_off_at_the_limit(client):
 def test_the_page_and_its_script_are_served_with_nothing_from_elsewhere(client):
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert '<canvas id="pad"' in page.text and 'id="clear"' in page.text
+    assert '<canvas id="pad"' in page.text and 'id="clear"' in page.text and 'id="feedback"' in page.text
     for name in ("app.js", "style.css"):
         r = client.get(f"/static/{name}")
         assert r.status_code == 200 and len(r.text) > 100
