@@ -11,6 +11,10 @@ preprocessing (tasks/preprocess.py) and the pipeline's model; one line per image
 (plus "preprocessed", the file written, with --save-preprocessed DIR, which keeps the 28 x 28
 images the model saw). A file that cannot be read or holds no digit gets a message naming it on
 stderr, the others are still processed, and the exit status is 1 at the end.
+
+`--label D` (with one image file) says the right digit: the 28 x 28 image the model saw is stored
+as feedback for review (tasks/feedback.py; --feedback-db URL, default params.yaml feedback.database
+or env DIGITS_FEEDBACK_DB) and its number printed.
 """
 import argparse
 import hashlib
@@ -112,9 +116,10 @@ def _save_name(folder: Path, path: Path, taken: set) -> Path:
 
 
 def recognize(files: list, predictor, top: int = 1, as_json: bool = False, save_dir=None,
-              deskew: bool = False, out=None, err=None) -> int:
+              deskew: bool = False, out=None, err=None, keep: list | None = None) -> int:
     """Print one line per file to `out` (default: sys.stdout as it is when called; errors to
-    `err`, sys.stderr); return the number of files that failed."""
+    `err`, sys.stderr); return the number of files that failed. `keep`, a list, receives
+    (path, the 28 x 28 image the model saw, probabilities) for each file recognized."""
     from PIL import Image
     out, err = out or sys.stdout, err or sys.stderr
 
@@ -136,6 +141,8 @@ def recognize(files: list, predictor, top: int = 1, as_json: bool = False, save_
             continue
         probs = predictor(np.stack(images))
         for path, image, p in zip(ok, images, probs):
+            if keep is not None:
+                keep.append((path, image, p))
             saved = None
             if save_dir is not None:
                 saved = _save_name(save_dir, path, taken)
@@ -164,9 +171,29 @@ def main(argv=None, root: Path | None = None, prog: str = "python -m tasks.recog
     parser.add_argument("--deskew", action="store_true", help="straighten slanted digits first")
     parser.add_argument("--model", type=Path, action="append", metavar="FILE",
                         help="a .keras model; repeat to average several (default: the ensemble of params.yaml)")
+    parser.add_argument("--label", type=int, choices=range(10), metavar="D",
+                        help="the right digit for the one image given: stored as feedback for review")
+    parser.add_argument("--feedback-db", metavar="URL",
+                        help="the feedback store for --label (default: params.yaml feedback.database, "
+                             "or env DIGITS_FEEDBACK_DB)")
     args = parser.parse_args(argv)
     if not 1 <= args.top <= 10:
         parser.error("--top must be 1..10")
+    if args.label is not None and (len(args.paths) != 1 or Path(args.paths[0]).is_dir()):
+        parser.error("--label goes with exactly one image file (the image it corrects)")
+    if args.feedback_db and args.label is None:
+        parser.error("--feedback-db goes with --label")
+    store = None
+    if args.label is not None:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from tasks import feedback
+        from tasks.params import ParamsError
+        try:                                   # before the model loads: a wrong URL fails fast
+            store = feedback.open_store(args.feedback_db or feedback.database_url(Path(root or ".")))
+        except (OSError, ValueError, ParamsError, SQLAlchemyError) as e:
+            print(f"error: the feedback store: {e}", file=sys.stderr)
+            return 1
     files = image_files(args.paths)
     if not files:
         print("error: no image files found in " + ", ".join(args.paths), file=sys.stderr)
@@ -176,7 +203,15 @@ def main(argv=None, root: Path | None = None, prog: str = "python -m tasks.recog
     except FileNotFoundError as e:
         print(f"error: {e}" + ("" if args.model else ", or name a model with --model"), file=sys.stderr)
         return 1
-    failed = recognize(files, predictor, args.top, args.json, args.save_preprocessed, args.deskew)
+    seen = []
+    failed = recognize(files, predictor, args.top, args.json, args.save_preprocessed, args.deskew, keep=seen)
+    if store is not None and seen:
+        (_, image, probs), = seen
+        item = feedback.add(store, image, args.label, int(probs.argmax()), float(probs.max()), "cli",
+                            feedback.model_version(predictor), "cli")
+        # with --json, stdout stays JSON lines
+        print(f"feedback #{item} saved for review (python -m tasks.feedback list)",
+              file=sys.stderr if args.json else sys.stdout)
     if failed:
         print(f"{failed} of {len(files)} files could not be recognized", file=sys.stderr)
     return 1 if failed else 0

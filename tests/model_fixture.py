@@ -7,8 +7,9 @@ moving averages need more steps than this has), 2 epochs on 10,000 real MNIST tr
 about 97% on 1,000 others, enough that drawn 1s and 0s are recognised.
 
 conftest.py loads this module as a plugin, so every test module can ask for `digit_model`,
-`predictor` or `server_url`; each is built once per session, and a model that fails to train
-fails every test that asks for it without training again.
+`predictor`, `server_url` or `feedback_db` (the real server's feedback store, a temporary SQLite
+file); each is built once per session, and a model that fails to train fails every test that
+asks for it without training again.
 """
 import dataclasses
 import os
@@ -65,11 +66,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: Path, timeout: float = 120.0):
+def start_server(model: Path, feedback_db: str, timeout: float = 120.0):
     """`python -m app.server --host 127.0.0.1 --port P --model M`, the documented command, started
-    and waited for until /health answers; returns (process, base URL)."""
+    with its feedback store at `feedback_db` and waited for until /health answers; returns
+    (process, base URL)."""
     port = free_port()
-    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    env = os.environ | {"PYTHONPATH": str(ROOT), "DIGITS_FEEDBACK_DB": feedback_db}
     proc = subprocess.Popen([sys.executable, "-m", "app.server", "--host", "127.0.0.1", "--port", str(port),
                              "--model", str(model), "--log-level", "warning"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -89,9 +91,15 @@ def start_server(model: Path, timeout: float = 120.0):
 
 
 @pytest.fixture(scope="session")
-def server(digit_model):
+def feedback_db(tmp_path_factory) -> str:
+    """The SQLAlchemy URL of the real server's feedback store (a SQLite file in a temporary folder)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('feedback') / 'feedback.db'}"
+
+
+@pytest.fixture(scope="session")
+def server(digit_model, feedback_db):
     """The real server (uvicorn, its own process) serving the session's model: (process, base URL)."""
-    proc, url = start_server(digit_model)
+    proc, url = start_server(digit_model, feedback_db)
     yield proc, url
     proc.terminate()
     try:

@@ -16,13 +16,15 @@ with warnings.catch_warnings():     # starlette suggests httpx2; httpx 0.28 is t
 
 from app.server import MAX_UPLOAD, STATIC, create_app
 from bench import render
+from conftest import ROOT
 from tasks.io import sha256
 from tasks.preprocess import open_image, to_mnist
 
 
 @pytest.fixture(scope="module")
-def client(predictor):
-    with TestClient(create_app(predictor)) as c:
+def client(predictor, tmp_path_factory):
+    store = f"sqlite:///{tmp_path_factory.mktemp('feedback') / 'feedback.db'}"
+    with TestClient(create_app(predictor, store, root=ROOT)) as c:
         yield c
 
 
@@ -43,8 +45,8 @@ def png(image: Image.Image, fmt: str = "PNG") -> bytes:
 
 def test_health_names_the_model_and_its_hash(client, digit_model):
     body = client.get("/health").json()
-    assert body == {"status": "ok", "models": [str(digit_model)], "tta": [], "sha256": sha256(digit_model),
-                    "bytes": digit_model.stat().st_size}
+    assert body == {"status": "ok", "version": sha256(digit_model)[:12], "models": [str(digit_model)], "tta": [],
+                    "sha256": sha256(digit_model), "bytes": digit_model.stat().st_size}
 
 
 def test_an_uploaded_drawing_is_recognised(client, digit, predictor):
@@ -52,7 +54,7 @@ def test_an_uploaded_drawing_is_recognised(client, digit, predictor):
     r = client.post("/predict", files={"file": ("drawing.png", data, "image/png")})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == {"digit", "confidence", "probabilities", "preprocessed"}
+    assert set(body) == {"digit", "confidence", "probabilities", "preprocessed", "version"}
     assert body["digit"] == label and len(body["probabilities"]) == 10
     assert abs(sum(body["probabilities"]) - 1) < 1e-4 and body["confidence"] == max(body["probabilities"])
     head, b64 = body["preprocessed"].split(",", 1)
@@ -122,7 +124,7 @@ def test_a_chunked_upload_is_cut_off_at_the_limit(client):
 def test_the_page_and_its_script_are_served_with_nothing_from_elsewhere(client):
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert '<canvas id="pad"' in page.text and 'id="clear"' in page.text
+    assert '<canvas id="pad"' in page.text and 'id="clear"' in page.text and 'id="feedback"' in page.text
     for name in ("app.js", "style.css"):
         r = client.get(f"/static/{name}")
         assert r.status_code == 200 and len(r.text) > 100

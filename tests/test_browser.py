@@ -1,15 +1,18 @@
 """The drawing page in a real browser: headless Chromium (Debian's package, /usr/bin/chromium or
 $CHROMIUM) driven by Playwright, against the real server (`python -m app.server`). Draws a 1 and a
-0 with mouse events and checks what the page shows; saves a screenshot in the test's tmp folder
+0 with mouse events and checks what the page shows, then sends a correction through the page's
+"Wrong?" control and finds it in the server's feedback store; saves a screenshot in the test's tmp folder
 (and docs/drawing-page.png, the README's, when that file is missing).
 
 No Chromium is a failure, not a skip: `make test` installs it (apt-get install chromium) when missing."""
 import math
+import re
 import shutil
 
 import pytest
 
 from conftest import ROOT
+from tasks import feedback
 
 README_SCREENSHOT = ROOT / "docs" / "drawing-page.png"
 
@@ -35,7 +38,7 @@ def answer(page) -> dict:
 
 
 @pytest.mark.integration
-def test_drawing_a_1_and_a_0_on_the_page(browser, server_url, tmp_path):
+def test_drawing_a_1_and_a_0_on_the_page(browser, server_url, feedback_db, tmp_path):
     page = browser.new_page(viewport={"width": 820, "height": 620})
     requests = []
     page.on("request", lambda r: requests.append(r.url))
@@ -56,6 +59,14 @@ def test_drawing_a_1_and_a_0_on_the_page(browser, server_url, tmp_path):
     fill, track = page.locator("#bar-0 .fill").bounding_box(), page.locator("#bar-0 .track").bounding_box()
     share = float(zero["bars"][0].rstrip("%")) / 100
     assert abs(fill["width"] - share * track["width"]) <= 2                # the bar is drawn to scale
+
+    page.select_option("#label", "6")                                       # "Wrong? This is a 6"
+    page.click("#send")
+    page.wait_for_function("['sent', 'error'].includes(document.body.dataset.feedback)", timeout=30_000)
+    sent = re.fullmatch(r"Thanks: saved as #(\d+) for review", page.inner_text("#feedback-message"))
+    assert sent, page.inner_text("#feedback-message")
+    item = feedback.get(feedback.open_store(feedback_db), int(sent[1]))
+    assert (item.label, item.predicted, item.source, item.client) == (6, 0, "page", "127.0.0.1")
 
     shot = tmp_path / "drawing-page.png"
     page.screenshot(path=str(shot))

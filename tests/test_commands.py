@@ -36,13 +36,14 @@ def repository(tmp_path, monkeypatch):
 
 @pytest.fixture
 def loaded(monkeypatch):
-    """Stands in for loading models: records the (files, tta) each predictor is made of."""
+    """Stands in for loading models: records the (files, tta) each predictor is made of (and its version)."""
     from tasks import ensemble, recognize
     seen = []
 
     class Predictor:
-        def __init__(self, models, files, tta):
+        def __init__(self, models, files, tta, version=None):
             seen.append((files, tta))
+            self.version = version
 
         def __call__(self, images):
             return None

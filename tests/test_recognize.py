@@ -109,3 +109,32 @@ def test_output_goes_to_the_streams_of_the_moment_of_the_call(tmp_path, capsys):
     assert failed == 1
     assert captured.out == f"{good}: 7 (100.0%)\n"
     assert captured.err.startswith(f"error: {bad}: ")
+
+
+class Stub:
+    """A predictor that always says 1 (90%), under a made-up hash."""
+    sha256 = "f" * 64
+
+    def __call__(self, images):
+        return np.tile(np.array([0.01, 0.9] + [0.01125] * 8, np.float32), (len(images), 1))
+
+
+def test_label_stores_the_image_the_model_saw_as_feedback(tmp_path, monkeypatch, capsys):
+    from tasks import feedback
+    photo = tmp_path / "one.png"
+    Image.fromarray(np.pad(np.full((30, 6), 0, np.uint8), 30, constant_values=255)).save(photo)
+    monkeypatch.setattr(recognize, "load_predictor", lambda *a, **k: Stub())
+    url = f"sqlite:///{tmp_path / 'fb' / 'feedback.db'}"
+    assert recognize.main([str(photo), "--label", "7", "--feedback-db", url]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"{photo}: 1 (90.0%)", "feedback #1 saved for review (python -m tasks.feedback list)"]
+    item, = feedback.items(feedback.open_store(url))
+    assert (item.label, item.predicted, item.source, item.client, item.model_version) == (7, 1, "cli", "cli", "f" * 12)
+    assert item.confidence == pytest.approx(0.9) and np.array_equal(item.image, to_mnist(open_image(photo)))
+
+
+@pytest.mark.parametrize("paths", [["a.png", "b.png"], ["."]])
+def test_label_needs_exactly_one_image_file(paths, capsys):
+    with pytest.raises(SystemExit) as exit:
+        recognize.main([*paths, "--label", "3"])
+    assert exit.value.code == 2 and "--label goes with exactly one image file" in capsys.readouterr().err

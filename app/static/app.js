@@ -1,6 +1,9 @@
 // The drawing page: black strokes on a transparent canvas, sent as a PNG to ./predict when the
 // pen lifts. Pointer events cover the mouse, touch and pens. No libraries, nothing from a CDN.
-// document.body.dataset.state: idle | busy | done | error (the browser test waits on it).
+// After an answer, "Wrong? This is a [digit] [Send]" posts the same drawing to ./feedback with the
+// right digit (source "page"), stored for review.
+// document.body.dataset.state: idle | busy | done | error; dataset.feedback: busy | sent | error
+// (the browser test waits on them).
 "use strict";
 
 const pad = document.getElementById("pad");
@@ -10,11 +13,16 @@ const confidence = document.getElementById("confidence");
 const message = document.getElementById("message");
 const preprocessed = document.getElementById("preprocessed");
 const bars = document.getElementById("bars");
+const feedback = document.getElementById("feedback");
+const feedbackLabel = document.getElementById("label");
+const feedbackSend = document.getElementById("send");
+const feedbackMessage = document.getElementById("feedback-message");
 
 let drawing = false;
 let last = null;
 let inked = false;
 let request = 0;     // number of the latest prediction asked for; older answers are dropped
+let answered = null; // the PNG of the drawing the shown answer is for (what a correction sends)
 
 for (let d = 0; d < 10; d++) {
   const li = document.createElement("li");
@@ -76,7 +84,15 @@ function showBars(probabilities, best) {
   });
 }
 
+function hideFeedback() {
+  answered = null;
+  feedback.hidden = true;
+  feedbackMessage.textContent = "";
+  delete document.body.dataset.feedback;
+}
+
 function reset(text) {
+  hideFeedback();
   digit.textContent = "\u2013";
   confidence.textContent = text;
   showBars(new Array(10).fill(0), -1);
@@ -88,6 +104,7 @@ async function predict() {
   const mine = ++request;
   setState("busy");
   message.textContent = "";
+  hideFeedback();
   try {
     const blob = await new Promise((resolve) => pad.toBlob(resolve, "image/png"));
     const form = new FormData();
@@ -106,6 +123,9 @@ async function predict() {
     showBars(answer.probabilities, answer.digit);
     preprocessed.src = answer.preprocessed;
     preprocessed.hidden = false;
+    answered = blob;
+    feedbackSend.disabled = false;
+    feedback.hidden = false;
     setState("done");
   } catch (err) {
     if (mine !== request) return;
@@ -114,6 +134,37 @@ async function predict() {
     setState("error");
   }
 }
+
+feedback.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  if (!answered) return;
+  const mine = request;
+  feedbackSend.disabled = true;
+  feedbackMessage.textContent = "sending\u2026";
+  document.body.dataset.feedback = "busy";
+  try {
+    const form = new FormData();
+    form.append("file", answered, "drawing.png");
+    form.append("label", feedbackLabel.value);
+    form.append("source", "page");
+    const response = await fetch("feedback", { method: "POST", body: form });
+    const answer = await response.json();
+    if (mine !== request) return;
+    if (response.ok) {
+      feedbackMessage.textContent = `Thanks: saved as #${answer.id} for review`;
+      document.body.dataset.feedback = "sent";        // sent once; the next drawing can be corrected again
+    } else {
+      feedbackMessage.textContent = typeof answer.detail === "string" ? answer.detail : `error ${response.status}`;
+      document.body.dataset.feedback = "error";
+      feedbackSend.disabled = false;
+    }
+  } catch (err) {
+    if (mine !== request) return;
+    feedbackMessage.textContent = `the server did not answer (${err})`;
+    document.body.dataset.feedback = "error";
+    feedbackSend.disabled = false;
+  }
+});
 
 document.getElementById("clear").addEventListener("click", () => {
   ctx.clearRect(0, 0, pad.width, pad.height);
