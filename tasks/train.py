@@ -6,7 +6,9 @@ metrics/members/<member>.json (headline figures; every figure in metrics/details
 per-epoch curves in dvclive/<member>/. Checkpoints every epoch to checkpoints/<member>/ (model
 with optimizer state, so the schedule continues where it stopped, plus state.json); a killed run
 continues from the last finished epoch when started again, and a finished one is not retrained.
-Only the validation split is used for model selection; the answer key is never read here.
+The training rows are data/split/train.parquet's and the intake stage's accepted batches
+(data/intake/train.parquet); only the validation split is used for model selection, and the answer
+key is never read here.
 """
 import argparse
 import dataclasses
@@ -244,12 +246,14 @@ def main(argv=None) -> None:
                         f"({', '.join(p.ensemble.members)})")
     member, out = p.ensemble.members[name], paths.member(name)
     cfg = p.train.presets[member.preset]
-    fp = fingerprint(cfg, member.seed, [paths.SPLIT_TRAIN, paths.SPLIT_VAL])
+    fp = fingerprint(cfg, member.seed, [paths.SPLIT_TRAIN, paths.SPLIT_VAL, paths.INTAKE_TRAIN])
     before = Checkpoint(out.checkpoints, fp)
     epochs_before = before.state["epoch"] if before.load() else 0
-    model, metrics, state = train(cfg, member.seed, pd.read_parquet(paths.SPLIT_TRAIN),
-                                  pd.read_parquet(paths.SPLIT_VAL), fp, out.checkpoints, out.dvclive)
-    metrics |= {"member": name, "preset": member.preset, "seed": member.seed,
+    intake = pd.read_parquet(paths.INTAKE_TRAIN)
+    train_frame = pd.concat([pd.read_parquet(paths.SPLIT_TRAIN), intake], ignore_index=True)
+    model, metrics, state = train(cfg, member.seed, train_frame, pd.read_parquet(paths.SPLIT_VAL), fp,
+                                  out.checkpoints, out.dvclive)
+    metrics |= {"member": name, "preset": member.preset, "seed": member.seed, "intake_images": len(intake),
                 "machine": machine.describe()["summary"]}
     with atomic_path(out.model) as tmp:
         model.save(tmp)

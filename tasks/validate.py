@@ -15,7 +15,8 @@ from CDNs are copied into the site from tasks/vendor/ (offline_data_docs()).
 A failing file exits 65 with a message naming the file, each failing column, how many values fail
 and the first row numbers (1-based data rows of the whole file: row 1 is the line after the
 header). A row with more or fewer fields than the header is reported as such, with its row and
-line number.
+line number. check() validates one file; the intake stage (tasks/intake.py) applies it, with TRAIN's
+rules, to each arriving batch.
 """
 import csv
 import json
@@ -219,12 +220,15 @@ def build_checkpoints(context, spec: Spec) -> dict:
     return checkpoints
 
 
-def new_context(docs_dir: Path):
+def new_context(docs_dir: Path | None = None):
+    """An ephemeral GX context; with `docs_dir`, one whose Data Docs site is built there."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)  # one bar per metric floods logs
+    if docs_dir is None:
+        return context
     context.add_data_docs_site(site_name="local", site_config={
         "class_name": "SiteBuilder",
         "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
@@ -370,23 +374,38 @@ def _header_problem(got: list, spec: Spec) -> str:
     return "; ".join(parts)
 
 
+def check(context, spec: Spec, path: Path) -> tuple[Scan, dict, list[str]]:
+    """Scan `path` and run its GX checkpoints in `context` (whose names `spec.name` begins; one
+    spec name per file): (the scan, GX's results by batch, the failure lines, [] if it passes).
+    A file the CSV reader cannot read raises DataError, as scan() does."""
+    seen = scan(path, spec)
+    results, report = [], {}
+    for batch, checkpoint in build_checkpoints(context, spec).items():
+        data = pd.DataFrame(columns=seen.columns) if batch == "table" else seen.profile
+        run = checkpoint.run(batch_parameters={"dataframe": data})
+        report[batch] = run.describe_dict()
+        results += [r for v in run.run_results.values() for r in v.results]
+    return seen, report, describe_failures(spec, seen.columns, seen.profile, results)
+
+
+def write_report(path: Path, report: dict) -> None:
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+
+
+def failure_message(path: Path, failures: list[str]) -> str:
+    return f"{path}: failed validation\n  - " + "\n  - ".join(failures)
+
+
 def validate(files: dict, report_dir: Path) -> None:
     """Validate {Spec: csv path}; write JSON + Data Docs to report_dir; DataError if any file fails."""
     with atomic_path(report_dir, directory=True) as tmp:
         context = new_context(tmp / "docs")
         errors = []
         for spec, path in files.items():
-            seen = scan(path, spec)
-            results, report = [], {}
-            for batch, checkpoint in build_checkpoints(context, spec).items():
-                data = pd.DataFrame(columns=seen.columns) if batch == "table" else seen.profile
-                run = checkpoint.run(batch_parameters={"dataframe": data})
-                report[batch] = run.describe_dict()
-                results += [r for v in run.run_results.values() for r in v.results]
-            (tmp / f"{spec.name}.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-            failures = describe_failures(spec, seen.columns, seen.profile, results)
+            seen, report, failures = check(context, spec, path)
+            write_report(tmp / f"{spec.name}.json", report)
             if failures:
-                errors.append(f"{path}: failed validation\n  - " + "\n  - ".join(failures))
+                errors.append(failure_message(path, failures))
             else:
                 print(f"{path}: valid ({seen.rows:,} rows x {len(seen.columns)} columns)")
         context.build_data_docs()

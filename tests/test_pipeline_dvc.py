@@ -6,6 +6,8 @@ import pandas as pd
 import pytest
 
 from conftest import TINY, TWO, make_repo, set_params, sh, write_sample
+from tasks import ingest
+from tasks.io import LABEL
 
 pytestmark = pytest.mark.integration
 
@@ -15,7 +17,10 @@ def flat_keys(d: dict, prefix="") -> set:
     return set().union(*(flat_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k} for k, v in d.items()))
 
 
-def test_data_stages_from_kaggle_files_then_noop_then_change(tmp_path, mnist):
+def test_data_stages_from_kaggle_files_then_noop_then_intake_then_change(tmp_path, mnist):
+    """The data stages on Kaggle-format files; run again, nothing runs. An empty inbox, then a good
+    and a bad batch: `dvc diff` and `dvc metrics diff` show what arrived between the two revisions,
+    the split never re-runs and the inbox is as it was. Then a bad train.csv stops the pipeline."""
     repo = make_repo(tmp_path)
     write_sample(repo / "data" / "kaggle", mnist, n_train=400, n_test=50)
     set_params(repo, **{"data.source": "kaggle"})
@@ -32,6 +37,33 @@ def test_data_stages_from_kaggle_files_then_noop_then_change(tmp_path, mnist):
 
     again = sh(repo, "dvc", "repro", *stages).stdout
     assert "Running stage" not in again and "up to date" in again
+
+    out = sh(repo, "dvc", "repro", "split", "intake").stdout
+    assert "Running stage 'intake'" in out and "Running stage 'split'" not in out
+    assert len(pd.read_parquet(repo / "data/intake/train.parquet")) == 0
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "empty inbox")
+    x, y, _, _ = mnist
+    ingest.write_csv(repo / "data/inbox/001-good.csv", {LABEL: y[1000:1030]} | ingest.pixel_columns(x[1000:1030]))
+    lines = (repo / "data/inbox/001-good.csv").read_text().splitlines()
+    lines[1] = "55" + lines[1][1:]                                   # row 1's label: 55
+    (repo / "data/inbox/002-bad.csv").write_text("\n".join(lines) + "\n")
+    inbox = {f.name: f.read_bytes() for f in (repo / "data/inbox").iterdir()}
+    val_before = (repo / "data/split/val.parquet").read_bytes()
+    out = sh(repo, "dvc", "repro", "split", "intake").stdout
+    assert "Running stage 'intake'" in out and "Running stage 'split'" not in out
+    assert "data/inbox/001-good.csv: taken (30 rows)" in out
+    assert "data/inbox/002-bad.csv: rejected: column label: 1 value outside the integers 0..9 (rows 1)" in out
+    assert {f.name: f.read_bytes() for f in (repo / "data/inbox").iterdir()} == inbox
+    assert (repo / "data/split/val.parquet").read_bytes() == val_before
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "two batches")
+    diff = json.loads(sh(repo, "dvc", "diff", "HEAD~1", "HEAD", "--json").stdout)
+    assert {d["path"] for d in diff["added"]} == {"data/intake/rejected/002-bad.csv", "data/intake/rejected/002-bad.json"}
+    assert {d["path"] for d in diff["modified"]} >= {"data/intake/train.parquet", "data/intake/batches.json"}
+    metrics = json.loads(sh(repo, "dvc", "metrics", "diff", "HEAD~1", "--json").stdout)["metrics/intake.json"]
+    assert metrics["taken"] == {"old": 0, "new": 1, "diff": 1} and metrics["rows"]["new"] == 30
+    assert metrics["rejected"]["new"] == 1
 
     # DVC notices new Kaggle files; a bad one stops the pipeline before convert.
     lines = (repo / "data/kaggle/train.csv").read_text().splitlines()
@@ -52,7 +84,7 @@ def test_full_repro_then_compare_branches(tmp_path):
     set_params(repo, **{k: v for k, v in TINY.items() if k != "data.source"},
                **{"split.sample_fraction": 0.01, "ensemble.members": TWO})
     out = sh(repo, "dvc", "repro").stdout
-    for stage in ("ingest", "validate", "train@quick-42", "train@quick-7", "predict", "score", "report"):
+    for stage in ("ingest", "validate", "intake", "train@quick-42", "train@quick-7", "predict", "score", "report"):
         assert f"Running stage '{stage}'" in out
     assert "kaggle competitions submit -c digit-recognizer -f submission/submission.csv" in out
     assert len(pd.read_parquet(repo / "data/split/train.parquet")) == 540          # 1% of 60,000, less 10%
@@ -74,6 +106,7 @@ def test_full_repro_then_compare_branches(tmp_path):
                                   "calibration.ece", "calibration.temperature"},
         "metrics/members/quick-42.json": member, "metrics/members/quick-7.json": member,
         "metrics/score.json": {"answer_key", "test_accuracy", "test_errors", "test_n"},
+        "metrics/intake.json": {"batches", "taken", "rejected", "duplicates", "rows"},
         "metrics/baselines.json": {"best_model", "best_val_accuracy", "fit_seconds"},
         "metrics/robustness.json": {"model.mean_corrupted", "model.worst", "recognizer.mean_corrupted",
                                     "recognizer.worst"}}
@@ -85,7 +118,7 @@ def test_full_repro_then_compare_branches(tmp_path):
     per_class = pd.read_csv(repo / "plots/evaluate/per_class.csv")
     assert per_class.digit.tolist() == list(range(10)) and per_class.support.sum() == 60
     details = json.loads((repo / "metrics/details/members/quick-7.json").read_text())
-    assert (details["member"], details["seed"]) == ("quick-7", 7)
+    assert (details["member"], details["seed"], details["intake_images"]) == ("quick-7", 7, 0)   # an empty inbox
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "baseline run")
     # A finished member whose DVCLive folder is gone: `dvc repro` reloads it and writes the curves again

@@ -190,11 +190,13 @@ def test_one_cycle_rises_to_the_peak_then_falls_and_resumes_from_a_checkpoint(tm
 
 
 def train_workspace(tmp_path, monkeypatch, tr, va, **changes):
-    """A scratch workspace for the real `python -m tasks.train`: the split as Parquet files and
-    params.yaml with `changes` (dotted keys)."""
+    """A scratch workspace for the real `python -m tasks.train`: the split as Parquet files, no
+    intake rows, and params.yaml with `changes` (dotted keys)."""
     (tmp_path / "data/split").mkdir(parents=True)
     tr.to_parquet(tmp_path / "data/split/train.parquet")
     va.to_parquet(tmp_path / "data/split/val.parquet")
+    (tmp_path / "data/intake").mkdir(parents=True)
+    tr.iloc[:0].to_parquet(tmp_path / "data/intake/train.parquet")
     shutil.copy(ROOT / "params.yaml", tmp_path)
     set_params(tmp_path, **changes)
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
