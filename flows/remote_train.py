@@ -1,9 +1,10 @@
 """One train@<member> stage on another worker (the `gpu` pool), with data and model moving
 through the DVC remote.
 
-The caller (the pipeline flow on a `cpu` worker) pushes the split data to the DVC remote and sends
+The caller (the pipeline flow on a `cpu` worker) pushes the training data (the split and the
+intake's accepted rows) to the DVC remote and sends
 its dvc.lock and params.yaml; this flow, in the GPU worker's own clone of the same commit, pulls
-the split, runs `dvc repro --single-item train@<member>`, pushes the model and returns the new lock
+them, runs `dvc repro --single-item train@<member>`, pushes the model and returns the new lock
 entry and the small git-tracked outputs. The caller then pulls the model. No shared disk is
 needed. The caller starts one such flow run per member, all at once; each worker (started with
 `--limit 1`, its own clone) takes one at a time, so the pool's workers train side by side.
@@ -30,6 +31,7 @@ from tasks import paths
 STAGE = "train"                              # the foreach stage; its members are train@<member>
 RESULT_KEY = "digits-train-result"           # the result travels as an artifact on the Prefect server,
                                              # so the workers need share nothing but server and remote
+DATA_STAGES = ("split", "intake")            # the outputs a member trains on
 
 
 def git_head(repo: Path) -> str:
@@ -77,7 +79,7 @@ def train_remote(rev: str, lock: str, params: str, stage: str, repo_dir: str = "
         with dvc_ops.worktree_kept(repo):
             (repo / "params.yaml").write_text(params)
             (repo / "dvc.lock").write_text(lock)
-            dvc(repo, "pull", "split")
+            dvc(repo, "pull", *DATA_STAGES)
             dvc_ops.repro_stage(repo, stage, force=False, log=log.info)
             dvc(repo, "push", stage)
             result = {"lock": lock_entry(repo, stage), "files": tracked_files(repo, stage)}
@@ -128,10 +130,10 @@ def run_member(deployment: str, stage: str, parameters: dict, timeout_seconds: f
 
 
 def dispatch(repo: Path, deployment: str, stage: str, log, timeout_seconds: float | None = None) -> None:
-    """Caller side: push the split, run the train deployment for one member (within
+    """Caller side: push the training data, run the train deployment for one member (within
     `timeout_seconds`, see run_member), take its results back."""
     with _CALLER:
-        dvc(repo, "push", "split")
+        dvc(repo, "push", *DATA_STAGES)
         lock = (repo / "dvc.lock").read_text()
     run = run_member(deployment, stage, {"rev": git_head(repo), "lock": lock, "stage": stage,
                                          "params": (repo / "params.yaml").read_text()}, timeout_seconds)

@@ -647,7 +647,7 @@ def test_a_worker_killed_mid_member_fails_it_at_its_deadline_and_the_other_worke
     monitor = threading.Thread(target=kill_a_mid_training_then_start_b, daemon=True)
     monitor.start()
     try:
-        state = pipeline(stages=["ingest", "validate", "convert", "split", "train"], repo_dir=str(caller),
+        state = pipeline(stages=["ingest", "validate", "convert", "split", "intake", "train"], repo_dir=str(caller),
                          train_on="gpu", retries=1, retry_delay_seconds=0, retry_jitter_factor=0,
                          member_timeout_seconds=deadline_s, save_experiment=False, return_state=True)
         monitor.join(deadline_s + 60)
