@@ -485,6 +485,43 @@ def test_a_stage_beside_others_runs_on_its_share_of_the_cores(tmp_path, monkeypa
     assert sh(tmp_path, "dvc", "status", "--json").stdout.strip() == "{}"     # recorded in dvc.lock
 
 
+def test_overrides_are_undone_and_a_bad_one_changes_nothing(tmp_path):
+    """params.yaml holds the overrides inside the block only, byte for byte as before after it;
+    an override the typed params reject is an error naming its key, and leaves no journal."""
+    import logging
+
+    from flows import dvc_ops
+    from tasks.params import ParamsError
+    before = (ROOT / "params.yaml").read_bytes()
+    (tmp_path / "params.yaml").write_bytes(before)
+    with dvc_ops.overridden_params(tmp_path, {"train.presets.quick.epochs": 24}):
+        assert yaml.safe_load((tmp_path / "params.yaml").read_text())["train"]["presets"]["quick"]["epochs"] == 24
+        assert (tmp_path / dvc_ops.JOURNAL / "params.yaml").read_bytes() == before
+    assert (tmp_path / "params.yaml").read_bytes() == before and not (tmp_path / dvc_ops.JOURNAL / "params.yaml").exists()
+    with pytest.raises(ParamsError, match="unknown key 'train.presets.quick.epoch'"):
+        with dvc_ops.overridden_params(tmp_path, {"train.presets.quick.epoch": 24}):
+            pass
+    assert (tmp_path / "params.yaml").read_bytes() == before
+    (tmp_path / "params.yaml").write_text("edited by a killed run\n")           # a run killed in the block
+    (tmp_path / dvc_ops.JOURNAL).mkdir(parents=True, exist_ok=True)
+    (tmp_path / dvc_ops.JOURNAL / "params.yaml").write_bytes(before)
+    assert dvc_ops.recover(tmp_path, logging.getLogger("test")) == ["params.yaml"]
+    assert (tmp_path / "params.yaml").read_bytes() == before and not (tmp_path / dvc_ops.JOURNAL).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".dvc", "params.yaml"]      # no temporary files left
+
+
+def test_a_failed_metrics_diff_says_so_and_an_empty_one_is_empty(tmp_path, monkeypatch):
+    from flows import dvc_ops
+    done = lambda rc, out="", err="": subprocess.CompletedProcess([], rc, stdout=out, stderr=err)
+    monkeypatch.setattr(dvc_ops, "run", lambda *a, **k: done(0))
+    assert dvc_ops.metrics_diff_md(tmp_path) == ""
+    monkeypatch.setattr(dvc_ops, "run", lambda *a, **k: done(0, "| Path | Metric |\n"))
+    assert dvc_ops.metrics_diff_md(tmp_path) == "| Path | Metric |"
+    monkeypatch.setattr(dvc_ops, "run", lambda *a, **k: done(255, err="ERROR: unexpected error - no HEAD\n"))
+    assert dvc_ops.metrics_diff_md(tmp_path) == ("(`dvc metrics diff` failed with exit status 255: "
+                                                 "ERROR: unexpected error - no HEAD)")
+
+
 def test_a_lock_whose_run_has_ended_says_so(tmp_path):
     """The lock names a flow run of this machine whose process is gone while a command it started
     holds the lock: the waiting run's message says that process has ended. A live holder, or one
