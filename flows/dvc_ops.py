@@ -16,6 +16,7 @@ import networkx as nx
 import yaml
 
 from tasks.cli import DATA_ERROR  # a stage's exit status for rejected input: never retried
+from tasks.io import atomic_path
 
 
 class StageFailed(RuntimeError):
@@ -207,13 +208,6 @@ def clone_lock(repo_dir: Path, who: str, wait_seconds: float, logger):
             f.flush()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write a file whole or not at all (a kill mid-write leaves the old one)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def recover(repo_dir: Path, logger) -> list[str]:
     """Put back what an interrupted run's journal holds (params.yaml before its overrides, or the
     working tree before a remote training) and drop the journal. Call it holding the clone's lock."""
@@ -223,7 +217,8 @@ def recover(repo_dir: Path, logger) -> list[str]:
         restore_worktree(repo, (journal / "worktree").read_text().strip())
         restored.append("the working tree")
     if (journal / "params.yaml").exists():
-        _write_atomic(repo / "params.yaml", (journal / "params.yaml").read_bytes())
+        with atomic_path(repo / "params.yaml") as tmp:      # whole or not at all: a kill leaves the old one
+            tmp.write_bytes((journal / "params.yaml").read_bytes())
         restored.append("params.yaml")
     if restored:
         logger.warning("restored %s of %s as it was before an interrupted run (journal %s)",
@@ -252,7 +247,8 @@ def overridden_params(repo_dir: Path, overrides: dict):
     journal = Path(repo_dir) / JOURNAL / "params.yaml"
     before = path.read_bytes()
     journal.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(journal, before)
+    with atomic_path(journal) as tmp:
+        tmp.write_bytes(before)
     try:
         with modify_yaml(str(path)) as data:
             for dotted, value in overrides.items():
@@ -264,7 +260,8 @@ def overridden_params(repo_dir: Path, overrides: dict):
         params.load(path)
         yield
     finally:
-        _write_atomic(path, before)
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(before)
         journal.unlink()
 
 
@@ -288,7 +285,8 @@ def worktree_kept(repo_dir: Path):
     _git(repo, "add", "--all", index=index)
     tree = _git(repo, "write-tree", index=index).decode().strip()
     index.unlink()
-    _write_atomic(journal / "worktree", tree.encode())
+    with atomic_path(journal / "worktree") as tmp:
+        tmp.write_text(tree)
     try:
         yield
     finally:
@@ -338,9 +336,13 @@ def save_experiment(repo_dir: Path, name: str, log, commit: str | None = None) -
 
 
 def metrics_diff_md(repo_dir: Path) -> str:
-    """`dvc metrics diff --md` of the workspace against the last commit ('' if none)."""
+    """`dvc metrics diff --md` of the workspace against the last commit: '' when nothing changed,
+    and when the command fails a line saying so, with its exit status and DVC's last words."""
     proc = run(dvc_cmd("metrics", "diff", "--md"), repo_dir, capture_output=True, text=True)
-    return proc.stdout.strip() if proc.returncode == 0 else ""
+    if proc.returncode == 0:
+        return proc.stdout.strip()
+    why = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-3:]
+    return f"(`dvc metrics diff` failed with exit status {proc.returncode}: {' '.join(why) or 'no message'})"
 
 
 def experiment_commit(repo_dir: Path, name: str) -> str:

@@ -2,8 +2,9 @@
 binary "is it a 5" detector analysis of seed 004.
 
 Every model sees pixel/255 (the CNN's scaling), plus StandardScaler and/or PCA where that is the
-standard practice for it; SVC and k-NN run on PCA features (and SVC on a subsample) to fit the
-5-minute budget, and the table says so. Writes metrics/baselines.json (headline figures),
+standard practice for it; SVC and k-NN run on PCA features (and SVC on a subsample) so the
+stage takes about a minute (53.7 s of fits and cross-validation on the 2-core Xeon with AVX-512,
+docs/benchmarks.md), and the table says so. Writes metrics/baselines.json (headline figures),
 metrics/details/baselines.json (every model and the detector) and plots/baselines/.
 """
 import time

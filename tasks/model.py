@@ -12,7 +12,7 @@ from tasks.augment import LevelNormalize, RandomAffine, RandomDegrade
 from tasks.params import Arch, Augment
 
 
-def build(arch: Arch, augment: Augment, seed: int, weight_decay: float = 0.0) -> keras.Model:
+def build(arch: Arch, augment: Augment, seed: int) -> keras.Model:
     """uint8 [n, 28, 28, 1] -> class probabilities [n, 10].
 
     Training-only augmentation (geometry, then degradations), then the level normalization that

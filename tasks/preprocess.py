@@ -313,20 +313,20 @@ def _thicken(ink: np.ndarray) -> np.ndarray:
     return ndimage.maximum_filter(np.pad(ink, radius), size=2 * radius + 1)
 
 
-def slant(ink: np.ndarray) -> float:
-    """Horizontal shift per row of the ink (covariance of x and y over variance of y)."""
+def slant(ink: np.ndarray, centre: tuple | None = None) -> float:
+    """Horizontal shift per row of the ink (covariance of x and y over variance of y), about its
+    centre of mass (`centre`, when the caller has it already)."""
+    cy, cx = ndimage.center_of_mass(ink) if centre is None else centre
     ys, xs = np.indices(ink.shape)
-    total = ink.sum()
-    cy, cx = (ink * ys).sum() / total, (ink * xs).sum() / total
-    var_y = (ink * (ys - cy) ** 2).sum() / total
-    return float((ink * (ys - cy) * (xs - cx)).sum() / total / var_y) if var_y > 0 else 0.0
+    var_y = (ink * (ys - cy) ** 2).sum()
+    return float((ink * (ys - cy) * (xs - cx)).sum() / var_y) if var_y > 0 else 0.0
 
 
 def deskewed(ink: np.ndarray) -> np.ndarray:
     """Shear rows sideways so the ink's principal axis is vertical (the classic MNIST deskew)."""
-    alpha = slant(ink)
+    centre = ndimage.center_of_mass(ink)
+    alpha, cy = slant(ink, centre), centre[0]
     h, w = ink.shape
-    cy = (ink * np.indices(ink.shape)[0]).sum() / ink.sum()
     pad = int(np.ceil(abs(alpha) * h)) + 1
     wide = np.pad(ink, ((0, 0), (pad, pad)))
     # output (y, x) samples input (y, x + alpha * (y - cy)): a slanted stroke becomes vertical
@@ -348,9 +348,7 @@ def _fit_box(ink: np.ndarray) -> np.ndarray:
 def _place(digit: np.ndarray) -> np.ndarray:
     """Into the 28 x 28 frame with the centre of mass at (14, 14), whole digit kept in frame."""
     h, w = digit.shape
-    ys, xs = np.indices(digit.shape)
-    total = digit.sum()
-    cy, cx = (digit * ys).sum() / total, (digit * xs).sum() / total
+    cy, cx = ndimage.center_of_mass(digit)
     top = int(np.clip(round(CENTRE - cy), 0, SIDE - h))
     left = int(np.clip(round(CENTRE - cx), 0, SIDE - w))
     frame = np.zeros((SIDE, SIDE), np.float32)

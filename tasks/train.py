@@ -56,8 +56,6 @@ def make_optimizer(cfg: Preset, steps_per_epoch: int):
         "rmsprop": lambda: keras.optimizers.RMSprop(lr, rho=0.9, epsilon=1e-8, weight_decay=wd),
         "sgd": lambda: keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, weight_decay=wd),
     }
-    if o.name not in optimizers:
-        raise ValueError(f"unknown optimizer {o.name!r} ({', '.join(optimizers)})")
     return optimizers[o.name]()
 
 

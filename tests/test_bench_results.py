@@ -27,11 +27,18 @@ def test_work_folder_is_the_ensemble_benchmarks_unless_onednn_is_set():
         device.onednn_request({"DIGITS_ONEDNN": "yes"})
 
 
-def test_the_default_setting_still_shares_the_folder_after_set_onednn_wrote_its_choice(monkeypatch):
+@pytest.mark.parametrize("flags, choice", [
+    ({"avx2", "fma"}, "1"),                  # AVX2: on, measured faster (tasks/device.py)
+    ({"avx2", "avx512f"}, "1"),              # AVX-512: on, measured faster
+    ({"sse4_2"}, "0"),                       # not measured: TensorFlow's default, off without VNNI/AMX
+])
+def test_the_default_setting_still_shares_the_folder_after_set_onednn_wrote_its_choice(monkeypatch, flags, choice):
+    from tasks import machine
     monkeypatch.delitem(sys.modules, "tensorflow", raising=False)   # as in the benchmark before its imports
+    monkeypatch.setattr(machine, "cpu_flags", lambda: flags)
     env = {}
     requested = training.settle_onednn(env)
-    assert env["TF_ENABLE_ONEDNN_OPTS"] in ("0", "1")               # set_onednn's choice for this CPU
+    assert requested is None and env["TF_ENABLE_ONEDNN_OPTS"] == choice   # auto: set_onednn's choice for the CPU
     assert training.work_folder("quick", 42, requested) == WORK / "quick-42"
     assert training.work_folder("quick", 42, requested, "all") == WORK / "quick-42-all"
     env = {"DIGITS_ONEDNN": "off"}

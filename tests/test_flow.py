@@ -1,4 +1,5 @@
-"""The Prefect flow on a tiny sample, against one session-scoped prefect_test_harness server."""
+"""The Prefect flow on a tiny sample, against one session-scoped prefect_test_harness server; the
+flow's pure pieces (the clone lock, the thread share, how many members at once) without one."""
 import json
 import os
 import re
@@ -14,8 +15,6 @@ import pytest
 import yaml
 
 from conftest import ROOT, TINY, TWO, make_repo, set_params, sh, write_sample
-
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="session")
@@ -64,6 +63,7 @@ def task_runs(flow_run_id):
         return client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
 
 
+@pytest.mark.integration
 def test_flow_runs_every_stage_then_skips_them(flow_repo):
     from flows import dvc_ops
     from flows.pipeline import pipeline
@@ -96,6 +96,7 @@ def artifacts(state) -> dict:
     return {a.key: a.data for a in arts}
 
 
+@pytest.mark.integration
 def test_artifacts_hold_the_metrics_files_values_and_name_the_experiment(flow_repo):
     repo, state = flow_repo
     by_key = artifacts(state)
@@ -114,6 +115,7 @@ def test_artifacts_hold_the_metrics_files_values_and_name_the_experiment(flow_re
     assert "Confusion matrix" in summary and "submission.csv" in summary and "dvc metrics diff" in summary
 
 
+@pytest.mark.integration
 def test_overrides_hold_for_one_run_and_each_run_is_an_experiment(flow_repo):
     """Two runs with different overrides: params.yaml untouched, two experiments whose metrics differ
     (one member retrained each time, evaluate with it)."""
@@ -157,6 +159,7 @@ def failing_repo(tmp_path):
     return tmp_path
 
 
+@pytest.mark.integration
 def test_a_stage_that_fails_once_is_retried_and_succeeds(failing_repo, prefect_api):
     from flows.pipeline import pipeline
     state = pipeline(stages=["flaky"], repo_dir=str(failing_repo), retry_delay_seconds=0,
@@ -168,6 +171,7 @@ def test_a_stage_that_fails_once_is_retried_and_succeeds(failing_repo, prefect_a
     assert "flaky" in yaml.safe_load((failing_repo / "dvc.lock").read_text())["stages"]
 
 
+@pytest.mark.integration
 def test_persistent_failure_fails_the_flow_with_the_stage_error(failing_repo, prefect_api):
     from flows.pipeline import pipeline
     state = pipeline(stages=["broken"], repo_dir=str(failing_repo), retries=1, retry_delay_seconds=0,
@@ -179,6 +183,7 @@ def test_persistent_failure_fails_the_flow_with_the_stage_error(failing_repo, pr
     assert run.run_count == 2
 
 
+@pytest.mark.integration
 def test_invalid_data_fails_at_once_without_retries(tmp_path, mnist, prefect_api):
     from flows.pipeline import pipeline
     repo = make_repo(tmp_path)
@@ -195,6 +200,7 @@ def test_invalid_data_fails_at_once_without_retries(tmp_path, mnist, prefect_api
     assert runs["validate"].run_count == 1 and runs["validate"].state.is_failed()
 
 
+@pytest.mark.integration
 def test_unknown_param_override_is_rejected_before_anything_runs(flow_repo):
     from flows.pipeline import pipeline
     from tasks.params import ParamsError
@@ -205,6 +211,7 @@ def test_unknown_param_override_is_rejected_before_anything_runs(flow_repo):
     assert (repo / "params.yaml").read_text() == before
 
 
+@pytest.mark.integration
 def test_deployments_register_with_schedule_and_pools(prefect_api):
     from prefect import get_client
     env = os.environ | {"PREFECT_API_URL": prefect_api, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
@@ -244,6 +251,7 @@ def project_with_clones(tmp_path, members: dict, names) -> list:
     return origin, clones
 
 
+@pytest.mark.integration
 def test_members_train_side_by_side_on_the_gpu_pool_through_dvc_remote(tmp_path, mnist, prefect_api):
     """Three process workers (one of pool cpu, two of pool gpu, each with its own clone, --limit 1)
     and a folder DVC remote: the pipeline on the cpu worker sends each of two members to the gpu
@@ -376,6 +384,7 @@ def flow_run_logs(state, wait: float = 15) -> str:
             time.sleep(0.5)
 
 
+@pytest.mark.integration
 def test_overlapping_runs_in_one_clone_wait_for_each_other_and_keep_params(held_repo, prefect_api):
     """Run A (with an override) holds the clone; run B, started meanwhile, fails naming A when it
     may not wait, and otherwise waits for A, then runs with the original params. params.yaml ends
@@ -457,6 +466,7 @@ def test_members_at_once_are_capped_by_the_members_and_all_go_to_the_work_pool()
     assert at_once(2, 5, "digits-train-remote/train-gpu") == 5
 
 
+@pytest.mark.integration
 def test_a_stage_beside_others_runs_on_its_share_of_the_cores(tmp_path, monkeypatch):
     """repro_stage with outside_lock=2 runs the stage's command outside DVC with TensorFlow's
     thread counts set to half the cores, then records it in dvc.lock."""
@@ -473,6 +483,43 @@ def test_a_stage_beside_others_runs_on_its_share_of_the_cores(tmp_path, monkeypa
     share = max(1, os.cpu_count() // 2)
     assert (tmp_path / "threads.txt").read_text() == f"{share} {share}\n"
     assert sh(tmp_path, "dvc", "status", "--json").stdout.strip() == "{}"     # recorded in dvc.lock
+
+
+def test_overrides_are_undone_and_a_bad_one_changes_nothing(tmp_path):
+    """params.yaml holds the overrides inside the block only, byte for byte as before after it;
+    an override the typed params reject is an error naming its key, and leaves no journal."""
+    import logging
+
+    from flows import dvc_ops
+    from tasks.params import ParamsError
+    before = (ROOT / "params.yaml").read_bytes()
+    (tmp_path / "params.yaml").write_bytes(before)
+    with dvc_ops.overridden_params(tmp_path, {"train.presets.quick.epochs": 24}):
+        assert yaml.safe_load((tmp_path / "params.yaml").read_text())["train"]["presets"]["quick"]["epochs"] == 24
+        assert (tmp_path / dvc_ops.JOURNAL / "params.yaml").read_bytes() == before
+    assert (tmp_path / "params.yaml").read_bytes() == before and not (tmp_path / dvc_ops.JOURNAL / "params.yaml").exists()
+    with pytest.raises(ParamsError, match="unknown key 'train.presets.quick.epoch'"):
+        with dvc_ops.overridden_params(tmp_path, {"train.presets.quick.epoch": 24}):
+            pass
+    assert (tmp_path / "params.yaml").read_bytes() == before
+    (tmp_path / "params.yaml").write_text("edited by a killed run\n")           # a run killed in the block
+    (tmp_path / dvc_ops.JOURNAL).mkdir(parents=True, exist_ok=True)
+    (tmp_path / dvc_ops.JOURNAL / "params.yaml").write_bytes(before)
+    assert dvc_ops.recover(tmp_path, logging.getLogger("test")) == ["params.yaml"]
+    assert (tmp_path / "params.yaml").read_bytes() == before and not (tmp_path / dvc_ops.JOURNAL).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".dvc", "params.yaml"]      # no temporary files left
+
+
+def test_a_failed_metrics_diff_says_so_and_an_empty_one_is_empty(tmp_path, monkeypatch):
+    from flows import dvc_ops
+    done = lambda rc, out="", err="": subprocess.CompletedProcess([], rc, stdout=out, stderr=err)
+    monkeypatch.setattr(dvc_ops, "run", lambda *a, **k: done(0))
+    assert dvc_ops.metrics_diff_md(tmp_path) == ""
+    monkeypatch.setattr(dvc_ops, "run", lambda *a, **k: done(0, "| Path | Metric |\n"))
+    assert dvc_ops.metrics_diff_md(tmp_path) == "| Path | Metric |"
+    monkeypatch.setattr(dvc_ops, "run", lambda *a, **k: done(255, err="ERROR: unexpected error - no HEAD\n"))
+    assert dvc_ops.metrics_diff_md(tmp_path) == ("(`dvc metrics diff` failed with exit status 255: "
+                                                 "ERROR: unexpected error - no HEAD)")
 
 
 def test_a_lock_whose_run_has_ended_says_so(tmp_path):
@@ -501,6 +548,7 @@ def test_a_lock_whose_run_has_ended_says_so(tmp_path):
         assert f"is in use by {who}{tail}; gave up after waiting 0 s" in str(busy.value)
 
 
+@pytest.mark.integration
 def test_a_killed_run_leaves_its_overrides_and_the_next_run_restores_them_first(held_repo, prefect_api):
     """A run killed (SIGKILL, all its processes) while its overrides are in params.yaml leaves
     them and its journal; the next run in the clone restores params.yaml before anything else,
@@ -526,6 +574,7 @@ def test_a_killed_run_leaves_its_overrides_and_the_next_run_restores_them_first(
     assert f"restored params.yaml of {repo} as it was before an interrupted run" in flow_run_logs(state)
 
 
+@pytest.mark.integration
 def test_a_remote_member_past_its_deadline_is_cancelled_and_fails_naming_it(prefect_api, monkeypatch):
     """A member's flow run that no worker takes (or one whose worker died: it stays Running) is
     cancelled at its deadline and the member fails with a message naming it and the deadline."""
@@ -581,6 +630,7 @@ def kill_tree(proc: subprocess.Popen) -> None:
     psutil.wait_procs(tree, timeout=30)
 
 
+@pytest.mark.integration
 def test_a_worker_killed_mid_member_fails_it_at_its_deadline_and_the_other_worker_retrains_it(
         tmp_path, mnist, prefect_api):
     """Worker A (pool gpu) takes the member's flow run and dies (SIGKILL, its flow run too) while

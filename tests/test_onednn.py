@@ -1,5 +1,6 @@
 """The oneDNN switch: CPU flags and a preference in, TF_ENABLE_ONEDNN_OPTS out (before TensorFlow
 is imported), and the line the device description shows."""
+import json
 import subprocess
 import sys
 
@@ -26,6 +27,23 @@ SKYLAKE = AVX2 | {"avx512f"}                       # AVX-512 without VNNI/BF16: 
 ])
 def test_auto_takes_the_measured_faster_setting_of_the_cpu_kind(flags, faster, expected):
     assert device.onednn_choice(flags, "auto", faster) == expected
+
+
+def test_the_shipped_table_turns_onednn_on_where_the_benchmark_measured_it_faster():
+    """tasks/device.py's ONEDNN_FASTER, not a table of the test's own: on for AVX-512 (faster on
+    every machine in bench/results/onednn.json) and for AVX2 (faster on the Xeon limited to AVX2)."""
+    measured = {}                                    # kind -> {machine: oneDNN faster?}
+    for machine, result in json.loads((ROOT / "bench/results/onednn.json").read_text()).items():
+        for kind, faster in result["oneDNN faster"].items():
+            measured.setdefault(kind.split()[0], {})[machine] = faster
+    assert device.ONEDNN_FASTER == {"avx512": True, "avx2": True}
+    assert set(measured["avx512"].values()) == {True}
+    # the AVX2 entry follows the Xeon's measurement (the Zen 4 EPYC's AVX2-limited run was slower)
+    assert [faster for machine, faster in measured["avx2"].items() if "Xeon" in machine] == [True]
+    assert device.onednn_choice(ZEN4) == (True, "measured faster on AVX-512")
+    assert device.onednn_choice(SKYLAKE) == (True, "measured faster on AVX-512")   # TensorFlow alone: off
+    assert device.onednn_choice(AVX2) == (True, "measured faster on AVX2")         # TensorFlow alone: off
+    assert device.onednn_choice({"sse4_2"}) == (False, "TensorFlow's default on other (not measured)")
 
 
 def test_a_configured_preference_wins_and_a_wrong_one_names_the_variable():

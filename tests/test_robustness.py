@@ -9,6 +9,7 @@ from PIL import Image
 from conftest import ROOT, kaggle_frame, set_params
 from tasks import corruptions, ensemble, params, robustness
 from tasks.preprocess import to_mnist
+from test_evaluate_submit import assert_plot
 
 
 def by_first_pixel(images):
@@ -97,8 +98,8 @@ def test_the_stage_writes_metrics_and_plots(tmp_path, monkeypatch):
     assert headline == {"model": {"mean_corrupted": cnn["mean_corrupted"], "worst": min(cnn["corruptions"].values())},
                         "recognizer": {"mean_corrupted": via_cnn["mean_corrupted"],
                                        "worst": min(via_cnn["corruptions"].values())}}
-    for png in ("accuracy.png", "examples.png"):
-        assert (tmp_path / "plots/robustness" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert_plot(tmp_path / "plots/robustness/accuracy.png", min_side=400)   # 4 inches high at 110 dpi
+    assert_plot(tmp_path / "plots/robustness/examples.png", min_side=250)   # two rows of nine digits
 
 
 def test_the_recognizer_path_reads_png_files_with_the_cli_s_code_and_counts_no_ink_as_wrong():

@@ -1,7 +1,9 @@
-"""Every stage lists in `deps` each project module its command imports, directly or not.
+"""Every stage lists in `deps` each project module its command imports, directly or not, and no
+other project module.
 
-An import missing from `deps` means an edit there does not re-run the stage. The imports are read
-from the code (every `import`/`from` statement, function-local ones included), not from a list.
+An import missing from `deps` means an edit there does not re-run the stage; a module in `deps`
+that the command never imports re-runs the stage for nothing. The imports are read from the code
+(every `import`/`from` statement, function-local ones included), not from a list.
 """
 import ast
 import re
@@ -53,12 +55,25 @@ def test_the_import_reader_follows_function_local_and_transitive_imports():
     assert "tasks/train.py" not in closure("tasks.predict")
 
 
-@pytest.mark.parametrize("stage", sorted(STAGES))
-def test_stage_deps_list_every_module_its_command_imports(stage):
-    spec = STAGES[stage].get("do", STAGES[stage])             # a foreach stage: its template
+def code_deps(spec: dict) -> tuple[set[str], set[str]]:
+    """(project modules the stage's command imports, project modules its deps list)."""
     cmd = spec["cmd"] if isinstance(spec["cmd"], str) else " ".join(spec["cmd"])
     modules = re.findall(r"python -m ([\w.]+)", cmd)
-    assert modules, f"stage {stage}: no `python -m <module>` in its cmd {cmd!r}"
-    needed = set().union(*(closure(m) for m in modules))
+    assert modules, f"no `python -m <module>` in the cmd {cmd!r}"
     deps = {d if isinstance(d, str) else next(iter(d)) for d in spec["deps"]}
-    assert needed - deps == set(), f"stage {stage}: imports missing from its deps"
+    listed = {d for d in deps if d.endswith(".py") and d.split("/")[0] in PACKAGES}
+    return set().union(*(closure(m) for m in modules)), listed
+
+
+def test_an_extra_or_a_missing_module_is_found():
+    needed, listed = code_deps({"cmd": "python -m tasks.score",
+                                "deps": ["tasks/score.py", "tasks/io.py", "tasks/plots.py", "data/answer_key"]})
+    assert needed - listed == {"tasks/cli.py", "tasks/paths.py"}
+    assert listed - needed == {"tasks/plots.py"}
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_stage_deps_list_every_module_its_command_imports_and_no_other(stage):
+    needed, listed = code_deps(STAGES[stage].get("do", STAGES[stage]))     # a foreach stage: its template
+    assert needed - listed == set(), f"stage {stage}: imports missing from its deps"
+    assert listed - needed == set(), f"stage {stage}: deps its command does not import (re-runs for nothing)"
