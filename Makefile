@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
 RUN    := PATH="$(BIN):$$PATH"
 
-.PHONY: help setup setup-gpu repro test test-fast lint bench serve chromium
+.PHONY: help setup setup-gpu repro test test-fast lint bench serve demo chromium
 .DEFAULT_GOAL := help
 
 help:                              ## this list (plain `make`)
@@ -45,6 +45,9 @@ lint: setup                        ## ruff on the whole repository (rules in pyp
 
 bench: setup                       ## speed figures of every stage, printed as a table
 	$(RUN) python -m bench
+
+demo: setup                        ## the loop on the bundled data: a first run and three nights (flows/loop_demo.py)
+	$(RUN) python -m flows.loop_demo $(ARGS)
 
 serve: setup                       ## HTTP API + drawing page on http://127.0.0.1:8000/; ARGS="--host 0.0.0.0 --port 8080"
 	$(RUN) python -m app.server $(ARGS)
