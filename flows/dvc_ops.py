@@ -287,11 +287,7 @@ def worktree_kept(repo_dir: Path):
     stash are untouched), its id journaled: a run killed in the block is undone by the next."""
     repo = Path(repo_dir)
     journal = repo / JOURNAL
-    journal.mkdir(parents=True, exist_ok=True)
-    index = journal / "snapshot.index"
-    _git(repo, "add", "--all", index=index)
-    tree = _git(repo, "write-tree", index=index).decode().strip()
-    index.unlink()
+    tree = snapshot(repo)
     with atomic_path(journal / "worktree") as tmp:
         tmp.write_text(tree)
     try:
@@ -299,6 +295,55 @@ def worktree_kept(repo_dir: Path):
     finally:
         restore_worktree(repo, tree)
         (journal / "worktree").unlink()
+
+
+def snapshot(repo: Path) -> str:
+    """Every file git sees in `repo` (untracked ones too, ignored ones not), as a git tree's id."""
+    index = repo / JOURNAL / "snapshot.index"
+    index.parent.mkdir(parents=True, exist_ok=True)
+    _git(repo, "add", "--all", index=index)
+    tree = _git(repo, "write-tree", index=index).decode().strip()
+    index.unlink()
+    return tree
+
+
+LAST_RUN = Path(".dvc/tmp/last-run")        # "<commit> <tree>": how the last restored run left the clone
+
+
+def remember_run(repo_dir: Path) -> None:
+    """Record the files git sees as this run leaves them, before the clone is restored: the next
+    run puts them back (carry_over), so dvc.lock again describes the outputs that stayed."""
+    repo = Path(repo_dir)
+    with atomic_path(repo / LAST_RUN) as tmp:
+        tmp.write_text(f"{_git(repo, 'rev-parse', 'HEAD').decode().strip()} {snapshot(repo)}\n")
+
+
+def carry_over(repo_dir: Path) -> list[str]:
+    """Put back the files the last restored run changed (its dvc.lock, metrics, plots, reports), but
+    none that the commits since then changed: those commits win, and DVC re-runs what they affect.
+    Without this, the restored dvc.lock would not describe the git-ignored outputs the last run left
+    (models, data), and DVC would run or restore every stage again. Returns the files put back."""
+    repo = Path(repo_dir)
+    if not (repo / LAST_RUN).exists():
+        return []
+    base, tree = (repo / LAST_RUN).read_text().split()
+    if subprocess.run(["git", "cat-file", "-e", f"{tree}^{{tree}}"], cwd=repo, capture_output=True).returncode:
+        return []                                               # pruned: start as the commit has it
+    by_run = set(_git(repo, "diff", "--name-only", "-z", base, tree).decode().split("\0")) - {""}
+    upstream = set(_git(repo, "diff", "--name-only", "-z", base, "HEAD").decode().split("\0")) - {""}
+    carried = sorted(by_run - upstream)
+    if not carried:
+        return []
+    index = repo / JOURNAL / "carry.index"
+    index.parent.mkdir(parents=True, exist_ok=True)
+    _git(repo, "read-tree", tree, index=index)
+    present = set(_git(repo, "ls-files", "-z", "--", *carried, index=index).decode().split("\0")) - {""}
+    if present:
+        _git(repo, "checkout-index", "--force", "-z", "--stdin", index=index, stdin="\0".join(sorted(present)).encode())
+    for rel in set(carried) - present:                          # files the last run removed
+        (repo / rel).unlink(missing_ok=True)
+    index.unlink()
+    return carried
 
 
 def restore_worktree(repo: Path, tree: str) -> None:

@@ -217,24 +217,31 @@ def pipeline(stages: list[str] | None = None, force: bool = False, params: dict 
     with dvc_ops.clone_lock(repo, dvc_ops.holder(current_flow_run.name), clone_wait_seconds, log):
         commit = update_clone(str(repo), update_branch)["commit"] if update_branch else git_ops.head(repo)
         kept = dvc_ops.worktree_kept(repo) if update_branch else contextlib.nullcontext()
-        with kept, dvc_ops.overridden_params(repo, params or {}):
-            statuses = run_stages(repo, stages, force, retries, retry_delay_seconds, retry_jitter_factor,
-                                  train_deployment if train_on == "gpu" else None, train_concurrency,
-                                  member_timeout_seconds)
-            changed = bool(params) or any(st not in ("Skipped", "Cached") for st in statuses.values())
-            first = promote and registry.production(repo) is None
-            experiment = None
-            if save_experiment and (changed or first):
-                experiment = current_flow_run.name
-                dvc_ops.save_experiment(repo, experiment, log.info, commit)
-            publish_artifacts(repo, statuses, experiment, commit)
-            if promote and experiment:
-                decision = promotion.gate(str(repo))
-                trained_at = dvc_ops.experiment_commit(repo, experiment)
-                record = promotion.publish(str(repo), decision, trained_at, experiment)
-                promotion.publish_decision(repo, decision, record, trained_at)
-            elif promote:
-                log.info("nothing changed since the production version's run: no decision to make")
+        with kept:
+            if update_branch:
+                carried = dvc_ops.carry_over(repo)
+                if carried:
+                    log.info("put back what the last run left (%d files: dvc.lock, metrics, ...)", len(carried))
+            with dvc_ops.overridden_params(repo, params or {}):
+                statuses = run_stages(repo, stages, force, retries, retry_delay_seconds, retry_jitter_factor,
+                                      train_deployment if train_on == "gpu" else None, train_concurrency,
+                                      member_timeout_seconds)
+                changed = bool(params) or any(st not in ("Skipped", "Cached") for st in statuses.values())
+                first = promote and registry.production(repo) is None
+                experiment = None
+                if save_experiment and (changed or first):
+                    experiment = current_flow_run.name
+                    dvc_ops.save_experiment(repo, experiment, log.info, commit)
+                publish_artifacts(repo, statuses, experiment, commit)
+                if promote and experiment:
+                    decision = promotion.gate(str(repo))
+                    trained_at = dvc_ops.experiment_commit(repo, experiment)
+                    record = promotion.publish(str(repo), decision, trained_at, experiment)
+                    promotion.publish_decision(repo, decision, record, trained_at)
+                elif promote:
+                    log.info("nothing changed since the production version's run: no decision to make")
+            if update_branch:             # after the overrides are undone: they never carry over
+                dvc_ops.remember_run(repo)
     return statuses
 
 

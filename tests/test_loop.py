@@ -84,6 +84,7 @@ def git_repo(path: Path) -> Path:
 @pytest.fixture
 def origin_and_clone(tmp_path):
     origin = git_repo(tmp_path / "origin")
+    commit(origin, ".dvc/.gitignore", "/tmp\n", "as `dvc init` makes it: .dvc/tmp holds the flow's journal")
     sh(tmp_path, "git", "clone", "-q", str(origin), "clone")
     clone = tmp_path / "clone"
     sh(clone, "git", "config", "user.email", "ci@example.com")
@@ -92,6 +93,7 @@ def origin_and_clone(tmp_path):
 
 
 def commit(repo: Path, name: str, text: str, message: str) -> str:
+    (repo / name).parent.mkdir(parents=True, exist_ok=True)
     (repo / name).write_text(text)
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", message)
@@ -237,3 +239,23 @@ def test_the_gate_never_reads_the_answer_key(tmp_path, monkeypatch):
     seen = opened[start:]
     assert any(s.endswith("val.parquet") for s in seen)
     assert not [s for s in seen if "answer_key" in s or s.endswith("score.json")]
+
+
+def test_the_next_run_gets_back_what_the_last_run_left_except_what_new_commits_changed(origin_and_clone):
+    from flows import dvc_ops
+    origin, clone = origin_and_clone
+    commit(origin, "metrics.json", "{}\n", "metrics")
+    commit(origin, "lock.txt", "old lock\n", "lock")
+    git_ops.fast_forward(clone, "main")
+    with dvc_ops.worktree_kept(clone):                      # a night: its outputs, then the restore
+        (clone / "lock.txt").write_text("night 1 lock\n")
+        (clone / "metrics.json").write_text('{"accuracy": 0.9}\n')
+        (clone / "report.md").write_text("night 1\n")
+        dvc_ops.remember_run(clone)
+    assert sh(clone, "git", "status", "--porcelain").stdout == ""
+    commit(origin, "metrics.json", '{"new": "format"}\n', "a change to the metrics file")
+    git_ops.fast_forward(clone, "main")
+    carried = dvc_ops.carry_over(clone)
+    assert carried == ["lock.txt", "report.md"]
+    assert (clone / "lock.txt").read_text() == "night 1 lock\n" and (clone / "report.md").read_text() == "night 1\n"
+    assert (clone / "metrics.json").read_text() == '{"new": "format"}\n'     # the new commit wins
