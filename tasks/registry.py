@@ -123,7 +123,7 @@ def rollback(root: Path, version: str) -> dict:
     kept = root / paths.SERVING_DIR / version / "record.json"
     if not kept.exists():
         raise RegistryError(f"{version} has no copy under {root / paths.SERVING_DIR / version}: fetch it with "
-                            f"`dvc artifacts get . {ARTIFACT} -v {version}` first")
+                            f"`dvc artifacts get . {ARTIFACT} --rev {version}` first")
     record = json.loads(kept.read_text())
     _assign(root, version, f"rollback to {version}")
     return _publish(root, version, record["commit"], record["files"],

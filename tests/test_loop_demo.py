@@ -59,3 +59,12 @@ def test_a_defective_batch_is_set_aside_with_its_report_and_nothing_retrains(dem
     assert night["stages"]["train@quick-42"][0] in ("Cached", "Skipped")
     inbox = sorted(p.name for p in (work / "worker/data/inbox").glob("*.csv"))
     assert len(inbox) == 4 and "batch-3-defect.csv" in inbox      # every arrival still in the inbox
+
+
+def test_dvc_artifacts_get_fetches_a_version_and_production_from_the_tags(demo, tmp_path):
+    _, _, work = demo
+    worker = work / "worker"
+    for how, version in ((["--rev", "v1.0.0"], "v1.0.0"), (["--stage", "prod"], "v1.1.0")):
+        out = tmp_path / f"{version}.keras"
+        sh(worker, "dvc", "artifacts", "get", ".", "digits", *how, "-o", str(out))
+        assert out.read_bytes() == (worker / f"serving/{version}/quick-42.keras").read_bytes()
