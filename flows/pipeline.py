@@ -36,18 +36,21 @@ from flows import dvc_ops, git_ops, promotion, remote_train
 from tasks import paths, registry
 
 
-def _retry_unless_bad_data(task, task_run, state) -> bool:
-    try:
-        state.result()
-    except dvc_ops.BadData:
-        return False
-    except Exception:
+def _retry_unless(*permanent):
+    """A retry condition: retry a failed task unless it failed with one of the `permanent` errors."""
+    def retry(task, task_run, state) -> bool:
+        try:
+            state.result()
+        except permanent:
+            return False
+        except Exception:
+            return True
         return True
-    return True
+    return retry
 
 
 @task(name="dvc-stage", task_run_name="{stage}", retries=2, retry_delay_seconds=10, retry_jitter_factor=0.5,
-      retry_condition_fn=_retry_unless_bad_data)
+      retry_condition_fn=_retry_unless(dvc_ops.BadData))
 def run_stage(repo_dir: str, stage: str, force: bool = False, train_deployment: str | None = None,
               outside_lock: int = 0, member_timeout_seconds: float | None = None):
     """Run one DVC stage if DVC finds it stale (or force); report it as Skipped otherwise.
@@ -106,17 +109,7 @@ def _load(repo: Path, path: Path):
     return json.loads(f.read_text()) if f.exists() else None
 
 
-def _retry_unless_refused(task, task_run, state) -> bool:
-    try:
-        state.result()
-    except git_ops.CloneRefused:
-        return False
-    except Exception:
-        return True
-    return True
-
-
-@task(name="fast-forward", retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=_retry_unless_refused)
+@task(name="fast-forward", retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=_retry_unless(git_ops.CloneRefused))
 def update_clone(repo_dir: str, branch: str) -> dict:
     """Bring the clone to the head of `branch` of its git remote, fast-forward only; a clone with
     local changes or commits of its own is refused at once (a fetch that fails is retried)."""

@@ -66,14 +66,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: Path, feedback_db: str, timeout: float = 120.0):
+def start_server(model: Path | None, feedback_db: str, timeout: float = 120.0, cwd: Path = ROOT, args=()):
     """`python -m app.server --host 127.0.0.1 --port P --model M`, the documented command, started
-    with its feedback store at `feedback_db` and waited for until /health answers; returns
-    (process, base URL)."""
+    in `cwd` with its feedback store at `feedback_db` and waited for until /health answers (no
+    model: the server follows `cwd`'s production version); returns (process, base URL)."""
     port = free_port()
     env = os.environ | {"PYTHONPATH": str(ROOT), "DIGITS_FEEDBACK_DB": feedback_db}
+    model_args = ["--model", str(model)] if model else []
     proc = subprocess.Popen([sys.executable, "-m", "app.server", "--host", "127.0.0.1", "--port", str(port),
-                             "--model", str(model), "--log-level", "warning"], cwd=ROOT, env=env,
+                             *model_args, "--log-level", "warning", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + timeout

@@ -1,10 +1,7 @@
 """A running server follows promotions: under a steady stream of requests, a newly promoted version
 takes over without a restart and without a failed request."""
 import json
-import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
 
@@ -13,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from model_fixture import free_port
+from model_fixture import start_server
 from tasks import paths
 from tasks.io import sha256, write_json
 
@@ -30,31 +27,12 @@ def promoted(repo, version: str, model) -> None:
                                          "sha256": {"quick-42": sha256(folder / "quick-42.keras")}})
 
 
-def start(repo, tmp_path):
-    port = free_port()
-    env = os.environ | {"PYTHONPATH": str(ROOT), "DIGITS_FEEDBACK_DB": f"sqlite:///{tmp_path / 'feedback.db'}"}
-    proc = subprocess.Popen([sys.executable, "-m", "app.server", "--port", str(port), "--poll-seconds", "0.2",
-                             "--log-level", "warning"], cwd=repo, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        assert proc.poll() is None, proc.stdout.read()
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("the server did not start")
-
-
 def test_a_promotion_takes_over_a_running_server_without_a_failed_request(tmp_path, digit_model, mnist):
     repo = tmp_path / "repo"
     repo.mkdir()
     shutil.copy(ROOT / "params.yaml", repo / "params.yaml")
     promoted(repo, "v1.0.0", digit_model)
-    proc, url = start(repo, tmp_path)
+    proc, url = start_server(None, f"sqlite:///{tmp_path / 'feedback.db'}", cwd=repo, args=["--poll-seconds", "0.2"])
     pixels = {"pixels": np.asarray(mnist[2][0]).astype(int).tolist()}
     answers, stop = [], threading.Event()
 
