@@ -26,6 +26,12 @@ def head(repo: Path) -> str:
     return git(repo, "rev-parse", "HEAD").strip()
 
 
+def head_or_none(repo: Path) -> str | None:
+    """The commit checked out, or None in a repository (or folder) with none yet."""
+    proc = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=repo, capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
 def _listed(lines: list[str]) -> str:
     more = f"\n  ... and {len(lines) - LISTED} more" if len(lines) > LISTED else ""
     return "\n  " + "\n  ".join(lines[:LISTED]) + more

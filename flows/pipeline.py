@@ -208,7 +208,7 @@ def pipeline(stages: list[str] | None = None, force: bool = False, params: dict 
     repo = Path(repo_dir).resolve()
     log = get_run_logger()
     with dvc_ops.clone_lock(repo, dvc_ops.holder(current_flow_run.name), clone_wait_seconds, log):
-        commit = update_clone(str(repo), update_branch)["commit"] if update_branch else git_ops.head(repo)
+        commit = update_clone(str(repo), update_branch)["commit"] if update_branch else git_ops.head_or_none(repo)
         kept = dvc_ops.worktree_kept(repo) if update_branch else contextlib.nullcontext()
         with kept:
             if update_branch:

@@ -109,7 +109,8 @@ def test_artifacts_hold_the_metrics_files_values_and_name_the_experiment(flow_re
     assert row == {"experiment": name, "validation_accuracy": ev["accuracy"], "test_accuracy": None,
                    "members": "quick-42, quick-7",
                    "train_seconds": round(members["train_seconds"] + other["train_seconds"], 1),
-                   "device": members["device"], "machine": members["machine"]}
+                   "device": members["device"], "machine": members["machine"],
+                   "commit": sh(repo, "git", "rev-parse", "HEAD").stdout.strip()}
     summary = by_key["digits-summary"]
     assert f"Saved as DVC experiment `{name}`" in summary
     assert "Confusion matrix" in summary and "submission.csv" in summary and "dvc metrics diff" in summary
@@ -229,6 +230,7 @@ def test_deployments_register_with_schedule_and_pools(prefect_api):
     assert deps["train-gpu"].work_pool_name == "gpu"
     [sched] = nightly.schedules
     assert sched.schedule.cron == "0 2 * * *" and sched.schedule.timezone == "UTC" and sched.active
+    assert nightly.parameters == {"train_on": "local", "update_branch": "main", "promote": True}
     assert nightly.pull_steps[0]["prefect.deployments.steps.set_working_directory"]["directory"] == "{{ $DIGITS_REPO_DIR }}"
     for name in ("nightly", "on-demand"):        # one run at a time per clone; the next one queues
         assert deps[name].global_concurrency_limit.limit == 1
