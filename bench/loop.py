@@ -35,6 +35,7 @@ PARTS = ("nights", "feedback", "swap")
 
 def bench_nights(work: Path, base: int) -> tuple[list, Path]:
     from flows import loop_demo
+    work.mkdir(parents=True)
     nights = loop_demo.run(work, base)
     wrong = loop_demo.check(nights)
     rows = [[n["night"], ", ".join(n["arrived"]) or "-",
