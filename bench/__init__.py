@@ -15,6 +15,19 @@ def table(title: str, header: list, rows: list) -> None:
         print(fmt.format(*row), flush=True)
 
 
+def concurrently(work, n: int) -> float:
+    """Run `work()` in `n` threads at once; the wall seconds until the last one ends."""
+    import threading
+    import time
+    threads = [threading.Thread(target=work) for _ in range(n)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0
+
+
 def machine() -> str:
     """The machine every table names: CPU model, vector extensions, cores, Python."""
     from tasks.machine import describe

