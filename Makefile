@@ -10,7 +10,7 @@ RUN    := PATH="$(BIN):$$PATH"
 help:                              ## this list (plain `make`)
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-# The project itself goes in editable (its packages stay here; the commands digits-recognize and
+# The project itself goes in editable (its one package, digits/, stays here; the commands digits-recognize and
 # digits-serve land in .venv/bin), built with the pinned setuptools, not a downloaded one.
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,4 +50,4 @@ demo: setup                        ## the loop on the bundled data: a first run 
 	$(RUN) python -m flows.loop_demo $(ARGS)
 
 serve: setup                       ## HTTP API + drawing page on http://127.0.0.1:8000/; ARGS="--host 0.0.0.0 --port 8080"
-	$(RUN) python -m app.server $(ARGS)
+	$(RUN) python -m digits.server $(ARGS)

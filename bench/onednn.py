@@ -32,7 +32,8 @@ def worker(steps: int) -> None:
     import numpy as np
     from tensorflow.python.util import _pywrap_util_port
 
-    from tasks import model, params, train
+    from digits import model, params
+    from tasks import train
     cfg = params.load(ROOT / "params.yaml").train.presets["quick"]
     rng = np.random.default_rng(0)
     n = steps * cfg.batch_size

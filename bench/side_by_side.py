@@ -37,7 +37,7 @@ def worker(preset: str, seed: int, folder: str) -> None:
     import pandas as pd
 
     from bench.ensemble import train_member
-    from tasks import params, paths
+    from digits import params, paths
     p = params.load(ROOT / "params.yaml")
     tr, va = pd.read_parquet(ROOT / paths.SPLIT_TRAIN), pd.read_parquet(ROOT / paths.SPLIT_VAL)
     m = train_member(p, preset, seed, tr, va, Path(folder))

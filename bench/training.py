@@ -72,8 +72,9 @@ def bench_training(presets: list, seeds: list, data: str = "split") -> None:
     import pandas as pd
 
     from bench.ensemble import test_set, train_member
-    from tasks import device, ensemble, params, paths
-    from tasks import model as model_mod
+    from digits import ensemble, params, paths
+    from digits import model as model_mod
+    from tasks import device
     p = params.load(ROOT / "params.yaml")
     tr, va = pd.read_parquet(ROOT / paths.SPLIT_TRAIN), pd.read_parquet(ROOT / paths.SPLIT_VAL)
     if data == "all":

@@ -15,8 +15,8 @@ from pathlib import Path
 import networkx as nx
 import yaml
 
-from tasks.cli import DATA_ERROR  # a stage's exit status for rejected input: never retried
-from tasks.io import atomic_path
+from digits.cli import DATA_ERROR  # a stage's exit status for rejected input: never retried
+from digits.io import atomic_path
 
 
 class StageFailed(RuntimeError):
@@ -246,7 +246,7 @@ def overridden_params(repo_dir: Path, overrides: dict):
     next run in the clone restores (recover) before anything else."""
     from dvc.utils.serialize import modify_yaml
 
-    from tasks import params
+    from digits import params
     if not overrides:
         yield
         return

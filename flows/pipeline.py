@@ -30,10 +30,11 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import as_completed
 from prefect.runtime import flow_run as current_flow_run
+from prefect.runtime import task_run
 from prefect.states import Completed
 
+from digits import paths, registry
 from flows import dvc_ops, git_ops, promotion, remote_train
-from tasks import paths, registry
 
 
 def _retry_unless(*permanent):
@@ -55,7 +56,7 @@ def run_stage(repo_dir: str, stage: str, force: bool = False, train_deployment: 
               outside_lock: int = 0, member_timeout_seconds: float | None = None):
     """Run one DVC stage if DVC finds it stale (or force); report it as Skipped otherwise.
     With `train_deployment`, a train@<member> stage runs there (a GPU worker) instead of here,
-    within `member_timeout_seconds`; `outside_lock` (how many at once) runs it here beside other
+    within `member_timeout_seconds` (doubled on each retry); `outside_lock` (how many at once) runs it here beside other
     members, on its share of the cores (see dvc_ops.repro_stage)."""
     log = get_run_logger()
     if not force and not dvc_ops.is_stale(Path(repo_dir), stage):
@@ -63,7 +64,8 @@ def run_stage(repo_dir: str, stage: str, force: bool = False, train_deployment: 
         return Completed(name="Skipped", message=f"{stage}: up to date")
     t0 = time.perf_counter()
     if is_member(stage) and train_deployment:
-        remote_train.dispatch(Path(repo_dir), train_deployment, stage, log.info, member_timeout_seconds)
+        remote_train.dispatch(Path(repo_dir), train_deployment, stage, log.info, member_timeout_seconds,
+                              attempt=task_run.get_run_count())
     else:
         ran = dvc_ops.repro_stage(Path(repo_dir), stage, force, log.info,
                                   outside_lock=outside_lock if is_member(stage) else 0)

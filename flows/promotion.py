@@ -1,5 +1,5 @@
 """The flow's last steps: the gate decides (tasks/promote.py), the registry publishes
-(tasks/registry.py), and the decision becomes the run's `digits-promotion` artifact.
+(digits/registry.py), and the decision becomes the run's `digits-promotion` artifact.
 
 The decision runs in its own process, like a stage (it loads TensorFlow and both models); the
 publication is git tags and a file, done here. Every decision is kept under serving/decisions/.
@@ -13,9 +13,9 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
+from digits import paths, registry
+from digits.io import write_json
 from flows import dvc_ops, git_ops
-from tasks import paths, registry
-from tasks.io import write_json
 
 
 @task(name="gate")

@@ -12,7 +12,7 @@ needed. The caller starts one such flow run per member, all at once; each worker
 The worker's clone ends as it began, on success or failure: every file git sees is put back
 (its own params.yaml and dvc.lock, the member's metrics), so its next `git pull` applies. The
 caller waits for each member at most its deadline; a run still unfinished then is cancelled and
-the member fails (and is retried by the caller's task).
+the member fails (and is retried by the caller's task, with twice the deadline).
 """
 import json
 import subprocess
@@ -24,9 +24,9 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run as current_flow_run
 
+from digits import paths
 from flows import dvc_ops
 from flows.dvc_ops import dvc
-from tasks import paths
 
 STAGE = "train"                              # the foreach stage; its members are train@<member>
 RESULT_KEY = "digits-train-result"           # the result travels as an artifact on the Prefect server,
@@ -110,33 +110,44 @@ def cancel(flow_run_id):
         return client.read_flow_run(flow_run_id).state
 
 
-def run_member(deployment: str, stage: str, parameters: dict, timeout_seconds: float | None):
-    """Run the train deployment for one member and wait at most `timeout_seconds` for its flow
-    run (its wait for a free worker included). A run still unfinished then (its worker may have
-    died: such a run never ends) is cancelled, and the member fails with StageFailed naming it,
-    the run and the deadline; a run that fails or crashes fails the member too."""
+def deadline(timeout_seconds: float | None, attempt: int) -> float | None:
+    """The wait for a member's flow run on its `attempt` (1, 2, ...): `timeout_seconds` on the
+    first, doubled on each retry, so a deadline too tight for a slow worker fails one attempt, not
+    every one."""
+    return None if timeout_seconds is None else timeout_seconds * 2 ** max(0, attempt - 1)
+
+
+def run_member(deployment: str, stage: str, parameters: dict, timeout_seconds: float | None, attempt: int = 1):
+    """Run the train deployment for one member and wait for its flow run (its wait for a free
+    worker included) at most deadline(timeout_seconds, attempt). A run still unfinished then (its
+    worker may have died: such a run never ends) is cancelled, and the member fails with
+    StageFailed naming it, the run and the deadline; a run that fails or crashes fails the member
+    too."""
     from prefect.deployments import run_deployment
-    run = run_deployment(deployment, parameters=parameters, timeout=timeout_seconds)
+    wait = deadline(timeout_seconds, attempt)
+    run = run_deployment(deployment, parameters=parameters, timeout=wait)
     state = run.state
     if not state.is_final():
         state = cancel(run.id)
         if not state.is_completed():       # it may have finished in the meantime
             raise dvc_ops.StageFailed(
-                f"{stage}: flow run {run.name} of {deployment} did not finish within "
-                f"member_timeout_seconds={timeout_seconds:g} s (it was {run.state.name}); cancelled it")
+                f"{stage}: flow run {run.name} of {deployment} did not finish within {wait:g} s (attempt {attempt}; "
+                f"member_timeout_seconds={timeout_seconds:g} s, doubled on each retry; it was {run.state.name}); "
+                "cancelled it")
     if not state.is_completed():
         raise dvc_ops.StageFailed(f"{stage}: flow run {run.name} of {deployment} ended {state.name}: {state.message}")
     return run
 
 
-def dispatch(repo: Path, deployment: str, stage: str, log, timeout_seconds: float | None = None) -> None:
-    """Caller side: push the training data, run the train deployment for one member (within
-    `timeout_seconds`, see run_member), take its results back."""
+def dispatch(repo: Path, deployment: str, stage: str, log, timeout_seconds: float | None = None,
+             attempt: int = 1) -> None:
+    """Caller side: push the training data, run the train deployment for one member (within its
+    deadline for this attempt, see run_member), take its results back."""
     with _CALLER:
         dvc(repo, "push", *DATA_STAGES)
         lock = (repo / "dvc.lock").read_text()
     run = run_member(deployment, stage, {"rev": git_head(repo), "lock": lock, "stage": stage,
-                                         "params": (repo / "params.yaml").read_text()}, timeout_seconds)
+                                         "params": (repo / "params.yaml").read_text()}, timeout_seconds, attempt)
     result = read_result(run.id)
     with _CALLER:
         merge_lock_entry(repo, stage, result["lock"])

@@ -9,9 +9,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from tasks import paths
-from tasks.cli import run_stage
-from tasks.io import LABEL, PIXELS, atomic_path, sha256
+from digits import paths
+from digits.cli import run_stage
+from digits.io import LABEL, PIXELS, atomic_path, sha256
 
 
 def csv_to_parquet(src: Path, dest: Path, names: list) -> pa.Table:

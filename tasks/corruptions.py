@@ -11,7 +11,7 @@ loops over pixel positions, not images).
 import numpy as np
 from scipy import ndimage, stats
 
-from tasks.io import SIDE
+from digits.io import SIDE
 
 CENTRE = (SIDE - 1) / 2          # 13.5: geometric transforms keep the frame's centre fixed
 SHOT_PHOTONS = 3                 # shot noise: Poisson with this many counts at full ink (MNIST-C severity 5)

@@ -13,7 +13,7 @@ import os
 import sys
 from dataclasses import dataclass
 
-from tasks.params import ParamsError
+from digits.params import ParamsError
 
 # TensorFlow turns its oneDNN kernels on by default only where the CPU has one of these
 # (tensorflow/core/util/port.cc); elsewhere (AVX2-only CPUs) it trains on Eigen's kernels.

@@ -3,9 +3,10 @@
 import numpy as np
 import pyarrow.parquet as pq
 
-from tasks import paths, plots
-from tasks.cli import run_stage
-from tasks.io import atomic_path, to_images, write_rows
+from digits import paths
+from digits.cli import run_stage
+from digits.io import atomic_path, to_images, write_rows
+from tasks import plots
 
 PER_CLASS = 10             # sample digits shown per class
 

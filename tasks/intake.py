@@ -25,10 +25,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from tasks import params as params_mod
-from tasks import paths, validate
-from tasks.cli import DataError, run_stage
-from tasks.io import LABEL, PIXELS, atomic_path, sha256, write_json
+from digits import params as params_mod
+from digits import paths
+from digits.cli import DataError, run_stage
+from digits.io import LABEL, PIXELS, atomic_path, sha256, write_json
+from tasks import validate
 from tasks.split import write_parquet
 
 COLUMNS = [LABEL, *PIXELS]

@@ -9,13 +9,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks import paths, submission
-from tasks.cli import run_stage
-from tasks.io import atomic_path, to_images
+from digits import paths
+from digits.cli import run_stage
+from digits.io import atomic_path, to_images
+from tasks import submission
 
 
 def predict(models: dict, frame: pd.DataFrame, tta=()) -> np.ndarray:
-    from tasks import ensemble
+    from digits import ensemble
     x, _ = to_images(frame)
     return ensemble.predict(models, x, tta)
 
@@ -31,8 +32,8 @@ def write_submission(probs: np.ndarray, sub_path, prob_path) -> None:
 
 
 def main() -> None:
-    from tasks import ensemble
-    from tasks import params as params_mod
+    from digits import ensemble
+    from digits import params as params_mod
     p = params_mod.load()
     models = ensemble.load(ensemble.model_files(p.ensemble.members))
     probs = predict(models, pq.read_table(paths.TEST_PARQUET).to_pandas(), p.ensemble.tta)

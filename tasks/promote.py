@@ -13,7 +13,7 @@ challenger is promoted only if it passes every check of params.yaml's `promotion
   champion's figures of its own run.
 
 With no champion the challenger is the first version. Prints the decision as JSON (and writes it to
---out); the flow publishes it (tasks/registry.py) and shows it as an artifact.
+--out); the flow publishes it (digits/registry.py) and shows it as an artifact.
 """
 import argparse
 import json
@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks import params as params_mod
-from tasks import paths, registry
-from tasks.io import sha256, to_images, write_json
-from tasks.params import Promotion
+from digits import params as params_mod
+from digits import paths, registry
+from digits.io import sha256, to_images, write_json
+from digits.params import Promotion
 
 PATHS = ("model", "recognizer")       # the robustness stage's two paths
 
@@ -91,7 +91,7 @@ def _why(check: dict) -> str:
 
 
 def _labels(models: dict, x: np.ndarray, tta) -> np.ndarray:
-    from tasks import ensemble
+    from digits import ensemble
     return ensemble.predict(models, x, tta).argmax(axis=1)
 
 
@@ -104,7 +104,7 @@ def evaluate(root: Path = Path(".")) -> dict:
     """The decision for the repository at `root`: its ensemble against its production version."""
     import pandas as pd
 
-    from tasks import ensemble
+    from digits import ensemble
     root = Path(root)
     p = params_mod.load(root / paths.PARAMS)
     x, y = to_images(pd.read_parquet(root / paths.SPLIT_VAL))

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks import paths
-from tasks.cli import run_stage
-from tasks.io import atomic_path
+from digits import paths
+from digits.cli import run_stage
+from digits.io import atomic_path
 
 
 def load(path: Path):
@@ -83,7 +83,7 @@ def render() -> str:
         if "recognizer" in robust:
             via = robust["recognizer"]
             parts += [f"## Robustness: the recognizer path (the first {via['images']:,} of them)", "",
-                      "The same images as PNG files read by `python -m tasks.recognize`'s code (decoding, "
+                      "The same images as PNG files read by `python -m digits.recognize`'s code (decoding, "
                       "preprocessing, the ensemble); a file it finds no digit in counts as wrong.", "",
                       robustness_table(via["models"]), ""]
         parts += [image(paths.ROBUSTNESS_PLOTS / "accuracy.png", "accuracy under corruptions"), "",

@@ -4,11 +4,11 @@ on two paths:
 
 - the model path: the corrupted 28 x 28 images fed to the model as they are;
 - the recognizer path: the same images (the first `robustness.recognizer_images`) written as PNG
-  files and read back by the CLI's own code (tasks/recognize.py: decoding, the shared
+  files and read back by the CLI's own code (digits/recognize.py: decoding, the shared
   preprocessing, the ensemble); an image it finds no digit in counts as wrong.
 
 The first `robustness.images` validation images are corrupted once each, seeded by
-`robustness.seed`; "cnn" is the pipeline's ensemble with its TTA setting (tasks/ensemble.py;
+`robustness.seed`; "cnn" is the pipeline's ensemble with its TTA setting (digits/ensemble.py;
 with several members each is also measured alone, "cnn <member>"), and the baselines
 named in `robustness.baselines` are refitted exactly as stage baselines fits them (same seed,
 scaling and subsample). "relative_error" is the mean error over the corruptions divided by the
@@ -26,10 +26,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks import baselines, corruptions, ensemble, paths, plots, recognize
-from tasks import params as params_mod
-from tasks.cli import run_stage
-from tasks.io import atomic_path, to_images, write_json, write_rows
+from digits import ensemble, paths, recognize
+from digits import params as params_mod
+from digits.cli import run_stage
+from digits.io import atomic_path, to_images, write_json, write_rows
+from tasks import classical, corruptions, plots
 
 CNN = "cnn"
 CLEAN = "clean"
@@ -67,7 +68,7 @@ def fit_baselines(names, models: dict, x, y, seed: int, log=print) -> dict:
     for name in names:
         cfg = models[name]
         t0 = time.perf_counter()
-        model = baselines.make_model(name, cfg, seed).fit(*baselines.subsample(x, y, cfg.train_size, seed))
+        model = classical.make_model(name, cfg, seed).fit(*classical.subsample(x, y, cfg.train_size, seed))
         log(f"robustness {name}: fitted in {time.perf_counter() - t0:.1f} s")
         out[name] = lambda images, m=model: m.predict(np.asarray(images).reshape(len(images), -1))
     return out
@@ -111,7 +112,7 @@ def main() -> None:
     xv, yv = to_images(pd.read_parquet(paths.SPLIT_VAL))
     n = min(p.robustness.images or len(yv), len(yv))
     xv, yv = xv[:n].reshape(n, *xv.shape[1:3]), yv[:n]
-    x, y = baselines.flat(pd.read_parquet(paths.SPLIT_TRAIN))
+    x, y = classical.flat(pd.read_parquet(paths.SPLIT_TRAIN))
     models = ensemble.load(ensemble.model_files(p.ensemble.members))
     classifiers = {CNN: lambda images: ensemble.predict(models, images, p.ensemble.tta).argmax(axis=1)}
     if len(models) > 1:                     # the ensemble as CNN, and each member alone beside it

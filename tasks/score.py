@@ -5,9 +5,9 @@ so (`"answer_key": false`) and the stage succeeds.
 """
 import pandas as pd
 
-from tasks import paths
-from tasks.cli import DataError, run_stage
-from tasks.io import write_json
+from digits import paths
+from digits.cli import DataError, run_stage
+from digits.io import write_json
 
 
 def score(submission_path, key_path) -> dict:

@@ -13,10 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sklearn.model_selection import train_test_split
 
-from tasks import params as params_mod
-from tasks import paths
-from tasks.cli import run_stage
-from tasks.io import LABEL, atomic_path
+from digits import params as params_mod
+from digits import paths
+from digits.cli import run_stage
+from digits.io import LABEL, atomic_path
 
 
 def split_rows(labels: np.ndarray, val_fraction: float, sample_fraction: float, seed: int):

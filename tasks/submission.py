@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks.cli import DataError
+from digits.cli import DataError
 
 HEADER = ["ImageId", "Label"]
 

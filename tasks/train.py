@@ -23,11 +23,12 @@ import numpy as np
 import pandas as pd
 import psutil
 
-from tasks import device, paths
-from tasks import params as params_mod
-from tasks.cli import DataError, run_stage
-from tasks.io import atomic_path, sha256, to_images, write_json
-from tasks.params import Preset
+from digits import params as params_mod
+from digits import paths
+from digits.cli import DataError, run_stage
+from digits.io import atomic_path, sha256, to_images, write_json
+from digits.params import Preset
+from tasks import device
 
 STATE = "state.json"
 # what metrics/members/<member>.json keeps: the figures compared across experiments and machines
@@ -37,7 +38,7 @@ HEADLINE = ("val_accuracy", "epochs", "train_seconds", "images_per_second", "dev
 def fingerprint(cfg: Preset, seed: int, data_files) -> str:
     """What a checkpoint was trained with (settings, data, training code); a checkpoint is
     resumed only if this matches, so an edit that makes DVC re-run the stage also retrains."""
-    from tasks import augment, model, schedules
+    from digits import augment, model, schedules
     code = [sha256(f) for f in (__file__, model.__file__, augment.__file__, schedules.__file__)]
     blob = json.dumps([dataclasses.asdict(cfg), seed, [sha256(f) for f in data_files], code], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -46,7 +47,7 @@ def fingerprint(cfg: Preset, seed: int, data_files) -> str:
 def make_optimizer(cfg: Preset, steps_per_epoch: int):
     import keras
 
-    from tasks import schedules
+    from digits import schedules
     o = cfg.optimizer
     lr = schedules.learning_rate(o, cfg.epochs, steps_per_epoch)
     wd = o.weight_decay or None
@@ -176,7 +177,7 @@ def train(cfg: Preset, seed: int, train_frame: pd.DataFrame, val_frame: pd.DataF
     import keras
     from dvclive import Live
 
-    from tasks import model as model_mod
+    from digits import model as model_mod
 
     n_gpus = device.count_gpus()
     plan = device.plan_for(n_gpus)

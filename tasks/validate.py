@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks import paths
-from tasks.cli import DataError, run_stage
-from tasks.io import LABEL, PIXELS, atomic_path
+from digits import paths
+from digits.cli import DataError, run_stage
+from digits.io import LABEL, PIXELS, atomic_path
 
 EXAMPLES = 5           # row numbers quoted per failing column
 MAX_COLUMNS = 12       # failing columns listed in the message before "... and N more"

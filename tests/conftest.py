@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from tasks import ingest, paths
-from tasks.io import LABEL, PIXELS
+from digits import paths
+from digits.io import LABEL, PIXELS
+from tasks import ingest
 
 ROOT = Path(__file__).resolve().parents[1]
 

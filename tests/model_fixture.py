@@ -1,7 +1,7 @@
 """Fixtures of the recognizer's tests: a small real model and the real server command.
 
 A fresh clone has no trained models (no DVC cache), so the recognizer, API and browser tests
-train their own model once per session: the pipeline's network (tasks.model.build, the `quick`
+train their own model once per session: the pipeline's network (digits.model.build, the `quick`
 preset's augmentation) shrunk to 16/32 filters, a 64-unit dense layer and no batch norm (its
 moving averages need more steps than this has), 2 epochs on 10,000 real MNIST training images:
 about 97% on 1,000 others, enough that drawn 1s and 0s are recognised.
@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from conftest import ROOT
-from tasks import params
+from digits import params
 
 TRAIN_IMAGES, VAL_IMAGES = 10_000, 1_000
 
@@ -31,7 +31,7 @@ TRAIN_IMAGES, VAL_IMAGES = 10_000, 1_000
 def train_small_model(mnist, folder: Path) -> Path:
     import keras
 
-    from tasks import model as model_mod
+    from digits import model as model_mod
     quick = params.load(ROOT / "params.yaml").train.presets["quick"]
     arch = dataclasses.replace(quick.arch, widths=(16, 32), dense=64, batch_norm=False)
     x, y = mnist[0].reshape(-1, 28, 28, 1), mnist[1]
@@ -55,8 +55,8 @@ def digit_model(mnist, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def predictor(digit_model):
-    """tasks.recognize.load_predictor on the session's model, loaded once."""
-    from tasks.recognize import load_predictor
+    """digits.recognize.load_predictor on the session's model, loaded once."""
+    from digits.recognize import load_predictor
     return load_predictor(digit_model)
 
 
@@ -67,20 +67,20 @@ def free_port() -> int:
 
 
 def start_server(model: Path | None, feedback_db: str, timeout: float = 120.0, cwd: Path = ROOT, args=()):
-    """`python -m app.server --host 127.0.0.1 --port P --model M`, the documented command, started
+    """`python -m digits.server --host 127.0.0.1 --port P --model M`, the documented command, started
     in `cwd` with its feedback store at `feedback_db` and waited for until /health answers (no
     model: the server follows `cwd`'s production version); returns (process, base URL)."""
     port = free_port()
     env = os.environ | {"PYTHONPATH": str(ROOT), "DIGITS_FEEDBACK_DB": feedback_db}
     model_args = ["--model", str(model)] if model else []
-    proc = subprocess.Popen([sys.executable, "-m", "app.server", "--host", "127.0.0.1", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "digits.server", "--host", "127.0.0.1", "--port", str(port),
                              *model_args, "--log-level", "warning", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"python -m app.server exited {proc.returncode}:\n{proc.stdout.read()}")
+            raise AssertionError(f"python -m digits.server exited {proc.returncode}:\n{proc.stdout.read()}")
         try:
             if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                 return proc, url
@@ -88,7 +88,7 @@ def start_server(model: Path | None, feedback_db: str, timeout: float = 120.0, c
             pass
         time.sleep(0.2)
     proc.kill()
-    raise AssertionError(f"python -m app.server did not answer /health within {timeout:.0f} s")
+    raise AssertionError(f"python -m digits.server did not answer /health within {timeout:.0f} s")
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
 """The HTTP API against the real app: predictions, the page's files, and every bad input -> its 4xx
-with a JSON message (in-process with TestClient, and over HTTP against `python -m app.server`)."""
+with a JSON message (in-process with TestClient, and over HTTP against `python -m digits.server`)."""
 import base64
 import io
 import re
@@ -14,11 +14,11 @@ with warnings.catch_warnings():     # starlette suggests httpx2; httpx 0.28 is t
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-from app.server import MAX_UPLOAD, STATIC, create_app
-from bench import render
 from conftest import ROOT
-from tasks.io import sha256
-from tasks.preprocess import open_image, to_mnist
+from digits.io import sha256
+from digits.preprocess import open_image, to_mnist
+from digits.server import MAX_UPLOAD, STATIC, create_app
+from probes import render
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +132,7 @@ def test_the_page_and_its_script_are_served_with_nothing_from_elsewhere(client):
         assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", f.read_text()), f.name
 
 
-@pytest.mark.integration                # its own process: `python -m app.server`
+@pytest.mark.integration                # its own process: `python -m digits.server`
 def test_the_real_server_survives_bad_input(server_url, digit):
     data, label, _ = digit
     with httpx.Client(base_url=server_url, timeout=30) as http:
@@ -163,7 +163,7 @@ def test_images_are_decoded_and_preprocessed_two_at_a_time(client, digit, monkey
     import time
     from concurrent.futures import ThreadPoolExecutor
 
-    from app import server
+    from digits import server
     active, peak, lock = [0], [0], threading.Lock()
     real = server.preprocess.to_mnist
 
@@ -184,7 +184,7 @@ def test_images_are_decoded_and_preprocessed_two_at_a_time(client, digit, monkey
 
 @pytest.mark.integration                # the real server, its own process, under a bounded hostile burst
 def test_a_hostile_burst_gets_4xx_json_while_health_answers_and_memory_stays_bounded(server, digit):
-    from bench.serve import hostile_burst
+    from probes.hostile import hostile_burst
     proc, url = server
     data, label, _ = digit
     result = hostile_burst(url, proc.pid, uploads=32, at_once=8, valid=data)

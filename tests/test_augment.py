@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from tasks import augment, model, params, train
-from tasks.augment import LevelNormalize, RandomAffine, RandomDegrade
+from digits import augment, model, params
+from digits.augment import LevelNormalize, RandomAffine, RandomDegrade
+from tasks import train
 
 
 def images(mnist, n=64):

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from tasks import baselines, params
+from digits import params
+from tasks import baselines, classical
 from test_evaluate_submit import assert_plot
 
 
@@ -25,7 +26,7 @@ def small_models():
 def test_every_model_clearly_beats_chance_and_reports_its_schema(sample):
     x, y, xv, yv = sample
     result = baselines.zoo(x, y, xv, yv, small_models(), seed=0, log=lambda *_: None)
-    assert set(result) == set(baselines.ESTIMATORS)
+    assert set(result) == set(classical.ESTIMATORS)
     for name, m in result.items():
         assert set(m) == {"val_accuracy", "fit_seconds", "predict_seconds", "train_size", "note"}
         assert m["val_accuracy"] > 0.5, name               # chance is 0.1
@@ -39,7 +40,7 @@ def test_every_model_clearly_beats_chance_and_reports_its_schema(sample):
 def test_unknown_model_is_an_error_naming_it():
     cfg = next(iter(small_models().values()))
     with pytest.raises(params.ParamsError, match="unknown baseline 'baselines.models.xgboost'"):
-        baselines.make_model("xgboost", cfg, 0)
+        classical.make_model("xgboost", cfg, 0)
 
 
 def test_detector_threshold_gives_the_requested_precision(sample):

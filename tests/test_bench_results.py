@@ -6,8 +6,8 @@ import pytest
 
 from bench import training
 from bench.ensemble import WORK
+from digits.params import ParamsError
 from tasks import device
-from tasks.params import ParamsError
 
 
 def row(preset="quick", seed=42, machine="m1", onednn="on", val=0.995, test=0.996, seconds=300.0, **more):

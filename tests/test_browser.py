@@ -1,5 +1,5 @@
 """The drawing page in a real browser: headless Chromium (Debian's package, /usr/bin/chromium or
-$CHROMIUM) driven by Playwright, against the real server (`python -m app.server`). Draws a 1 and a
+$CHROMIUM) driven by Playwright, against the real server (`python -m digits.server`). Draws a 1 and a
 0 with mouse events and checks what the page shows, then sends a correction through the page's
 "Wrong?" control and finds it in the server's feedback store; saves a screenshot in the test's tmp folder
 (and docs/drawing-page.png, the README's, when that file is missing).
@@ -12,7 +12,7 @@ import shutil
 import pytest
 
 from conftest import ROOT
-from tasks import feedback
+from digits import feedback
 
 README_SCREENSHOT = ROOT / "docs" / "drawing-page.png"
 

@@ -1,4 +1,4 @@
-"""The installed commands (app/commands.py): without --model they read the repository's params.yaml
+"""The installed commands (digits/commands.py): without --model they read the repository's params.yaml
 and models/ whatever the current directory; `digits-recognize` as `make setup` installs it."""
 import os
 import re
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import yaml
 
-from app import commands
-from bench import render
 from conftest import ROOT
+from digits import commands
+from probes import render
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def repository(tmp_path, monkeypatch):
 @pytest.fixture
 def loaded(monkeypatch):
     """Stands in for loading models: records the (files, tta) each predictor is made of (and its version)."""
-    from tasks import ensemble, recognize
+    from digits import ensemble, recognize
     seen = []
 
     class Predictor:
@@ -53,7 +53,7 @@ def loaded(monkeypatch):
 
 
 def test_the_default_model_is_the_repositorys_ensemble_from_any_directory(repository, loaded):
-    from tasks import recognize
+    from digits import recognize
     assert commands.repository() == repository
     recognize.load_predictor(root=commands.repository())
     assert loaded == [({"quick-42": repository / "models/quick-42.keras", "quick-7": repository / "models/quick-7.keras"},
@@ -63,14 +63,14 @@ def test_the_default_model_is_the_repositorys_ensemble_from_any_directory(reposi
 
 
 def test_named_models_stay_relative_to_the_current_directory(repository, loaded):
-    from tasks import recognize
+    from digits import recognize
     Path("mine.keras").write_bytes(b"")
     recognize.load_predictor([Path("mine.keras")], root=commands.repository())
     assert loaded == [({"mine": Path("mine.keras")}, ())]
 
 
 def test_a_missing_member_is_named_with_the_repository(repository, loaded, capsys):
-    from tasks import recognize
+    from digits import recognize
     (repository / "models" / "quick-7.keras").unlink()
     Path("seven.png").write_bytes(b"")
     assert recognize.main(["seven.png"], root=commands.repository(), prog="digits-recognize") == 1

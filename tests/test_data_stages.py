@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import kaggle_frame
+from digits.io import LABEL, PIXELS, sha256, to_images
 from tasks import convert, ingest, split
-from tasks.io import LABEL, PIXELS, sha256, to_images
 
 
 def test_unpickler_refuses_anything_but_numpy_arrays():

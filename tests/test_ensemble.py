@@ -1,8 +1,8 @@
-"""The ensemble's combination and test-time views (tasks/ensemble.py), on tiny synthetic data."""
+"""The ensemble's combination and test-time views (digits/ensemble.py), on tiny synthetic data."""
 import numpy as np
 import pytest
 
-from tasks import ensemble
+from digits import ensemble
 
 
 class Fake:

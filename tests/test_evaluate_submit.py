@@ -9,9 +9,10 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT
-from tasks import evaluate, paths, plots, predict, report, score, submission
-from tasks.cli import DataError
-from tasks.io import write_json
+from digits import paths
+from digits.cli import DataError
+from digits.io import write_json
+from tasks import evaluate, plots, predict, report, score, submission
 
 
 def assert_plot(path, min_side=100):

@@ -1,4 +1,4 @@
-"""The feedback store (tasks/feedback.py), its review command and POST /feedback: items are
+"""The feedback store (digits/feedback.py), its review command and POST /feedback: items are
 validated, reviewed only from pending, exported once (accepted only) into one whole batch file,
 and the API stores nothing on any error and at most params feedback.per_minute items per client."""
 import contextlib
@@ -20,11 +20,11 @@ with warnings.catch_warnings():     # starlette suggests httpx2; httpx 0.28 is t
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-from app.server import MAX_UPLOAD, RateLimit, create_app
 from conftest import ROOT
-from tasks import feedback, params
-from tasks.io import LABEL, PIXELS
-from tasks.preprocess import open_image, pixels_image, to_mnist
+from digits import feedback, params
+from digits.io import LABEL, PIXELS
+from digits.preprocess import open_image, pixels_image, to_mnist
+from digits.server import MAX_UPLOAD, RateLimit, create_app
 
 T0 = datetime(2026, 5, 4, 12, 30, 15, tzinfo=timezone.utc)
 

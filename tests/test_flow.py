@@ -203,8 +203,8 @@ def test_invalid_data_fails_at_once_without_retries(tmp_path, mnist, prefect_api
 
 @pytest.mark.integration
 def test_unknown_param_override_is_rejected_before_anything_runs(flow_repo):
+    from digits.params import ParamsError
     from flows.pipeline import pipeline
-    from tasks.params import ParamsError
     repo, _ = flow_repo
     before = (repo / "params.yaml").read_text()
     with pytest.raises(ParamsError, match="unknown key 'train.presets.quick.epoch'"):
@@ -468,6 +468,13 @@ def test_members_at_once_are_capped_by_the_members_and_all_go_to_the_work_pool()
     assert at_once(2, 5, "digits-train-remote/train-gpu") == 5
 
 
+def test_a_remote_members_deadline_doubles_on_each_retry():
+    from flows.remote_train import deadline
+    assert [deadline(60, attempt) for attempt in (1, 2, 3)] == [60, 120, 240]
+    assert deadline(60, 0) == 60                    # outside a task run Prefect counts 0 runs
+    assert deadline(None, 2) is None                # no deadline: wait for the run to end
+
+
 @pytest.mark.integration
 def test_a_stage_beside_others_runs_on_its_share_of_the_cores(tmp_path, monkeypatch):
     """repro_stage with outside_lock=2 runs the stage's command outside DVC with TensorFlow's
@@ -492,8 +499,8 @@ def test_overrides_are_undone_and_a_bad_one_changes_nothing(tmp_path):
     an override the typed params reject is an error naming its key, and leaves no journal."""
     import logging
 
+    from digits.params import ParamsError
     from flows import dvc_ops
-    from tasks.params import ParamsError
     before = (ROOT / "params.yaml").read_bytes()
     (tmp_path / "params.yaml").write_bytes(before)
     with dvc_ops.overridden_params(tmp_path, {"train.presets.quick.epochs": 24}):
@@ -602,8 +609,9 @@ def test_a_remote_member_past_its_deadline_is_cancelled_and_fails_naming_it(pref
         with get_client(sync_client=True) as client:
             return client.read_flow_run(stuck.id)
     monkeypatch.setattr("prefect.deployments.run_deployment", still_running)
-    with pytest.raises(StageFailed, match=r"train@quick-42: .* within member_timeout_seconds=60 s \(it was Running\)"):
-        remote_train.run_member("digits-train-remote/no-worker", "train@quick-42", {}, 60)
+    with pytest.raises(StageFailed, match=r"train@quick-42: .* within 120 s \(attempt 2; member_timeout_seconds=60 s, "
+                                          r"doubled on each retry; it was Running\); cancelled it"):
+        remote_train.run_member("digits-train-remote/no-worker", "train@quick-42", {}, 60, attempt=2)
     with get_client(sync_client=True) as client:
         assert client.read_flow_run(stuck.id).state.type.value == "CANCELLING"   # its worker would stop it
 
@@ -644,7 +652,9 @@ def test_a_worker_killed_mid_member_fails_it_at_its_deadline_and_the_other_worke
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId, FlowRunFilterName
 
     from flows.pipeline import pipeline
-    member, deadline_s = "quick-42", 180       # room for a CPU 3x slower: the retry on B must finish in it
+    # A starts training about 25 s after dispatch on a 2-core EPYC; the retry on B gets twice the
+    # deadline: room for a CPU 3x slower
+    member, deadline_s = "quick-42", 90
     _, clones = project_with_clones(tmp_path, {member: TWO[member]}, ("caller", "gpu-a", "gpu-b"))
     caller, a_clone, b_clone = clones.values()
     write_sample(caller / "data/kaggle", mnist, n_train=400, n_test=40)
@@ -702,7 +712,7 @@ def test_a_worker_killed_mid_member_fails_it_at_its_deadline_and_the_other_worke
         state = pipeline(stages=["ingest", "validate", "convert", "split", "intake", "train"], repo_dir=str(caller),
                          train_on="gpu", retries=1, retry_delay_seconds=0, retry_jitter_factor=0,
                          member_timeout_seconds=deadline_s, save_experiment=False, return_state=True)
-        monitor.join(deadline_s + 60)
+        monitor.join(3 * deadline_s + 60)
     finally:
         for w in workers.values():
             kill_tree(w)
@@ -712,7 +722,8 @@ def test_a_worker_killed_mid_member_fails_it_at_its_deadline_and_the_other_worke
     # the member failed at its deadline, naming itself, the run and the deadline; then was retried
     first = seen["first"]
     assert re.search(rf"train@{member}: flow run {re.escape(first.name)} of digits-train-remote/train-gpu did not "
-                     rf"finish within member_timeout_seconds={deadline_s} s \(it was Running\); cancelled it"
+                     rf"finish within {deadline_s} s \(attempt 1; member_timeout_seconds={deadline_s} s, doubled on each "
+                     r"retry; it was Running\); cancelled it"
                      r".* - Retry 1/1 will start", flow_run_logs(state)), flow_run_logs(state)
     runs = member_runs()
     assert [r.id for r in runs][:1] == [first.id] and len(runs) == 2, [(r.name, r.state) for r in runs]

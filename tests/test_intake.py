@@ -13,9 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import ROOT, kaggle_frame
-from tasks import convert, intake, paths, split, train
-from tasks.cli import DataError
-from tasks.io import LABEL, PIXELS
+from digits import paths
+from digits.cli import DataError
+from digits.io import LABEL, PIXELS
+from tasks import convert, intake, split, train
 
 INBOX = Path("data/inbox")                 # params.yaml intake.inbox
 

@@ -1,7 +1,7 @@
 """atomic_path: the destination changes only when the block finishes; nothing temporary is left."""
 import pytest
 
-from tasks.io import atomic_path
+from digits.io import atomic_path
 
 
 def test_a_failed_file_write_leaves_the_old_file_and_no_temporary(tmp_path):

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, sh
+from digits import paths, registry
+from digits.params import Promotion
 from flows import git_ops
-from tasks import paths, promote, registry
-from tasks.params import Promotion
+from tasks import promote
 
 RULES = Promotion(max_extra_errors=5, alpha=0.05, robustness_drop=0.005, worst_drop=0.02)
 ROBUST = {"model": {"mean_corrupted": 0.98, "worst": 0.91}, "recognizer": {"mean_corrupted": 0.98, "worst": 0.92}}
@@ -162,7 +163,7 @@ def test_promote_tags_versions_and_rollback_makes_an_earlier_one_production(tmp_
     assert (repo / "serving/v1.0.0/quick-42.keras").read_bytes() == b"first model"   # each version's own copy
     assert [v["version"] for v in registry.versions(repo) if v["production"]] == ["v1.1.0"]
 
-    back = subprocess.run([sys.executable, "-m", "tasks.registry", "--repo", str(repo), "rollback", "v1.0.0"],
+    back = subprocess.run([sys.executable, "-m", "digits.registry", "--repo", str(repo), "rollback", "v1.0.0"],
                           capture_output=True, text=True, cwd=ROOT)
     assert back.returncode == 0, back.stderr
     record = registry.production(repo)
@@ -170,14 +171,14 @@ def test_promote_tags_versions_and_rollback_makes_an_earlier_one_production(tmp_
     assert registry.production_files(record, repo)["quick-42"].read_bytes() == b"first model"
     assert record["figures"]["robustness"] == ROBUST
     assert "digits#prod#3" in sh(repo, "git", "tag", "-l").stdout.split()
-    shown = subprocess.run([sys.executable, "-m", "tasks.registry", "--repo", str(repo), "show"],
+    shown = subprocess.run([sys.executable, "-m", "digits.registry", "--repo", str(repo), "show"],
                            capture_output=True, text=True, cwd=ROOT).stdout.splitlines()
     assert shown[0].startswith("  v1.1.0") and shown[1].startswith("* v1.0.0")
 
 
 def test_rollback_to_an_unknown_version_fails_naming_it(tmp_path):
     repo = git_repo(tmp_path / "repo")
-    out = subprocess.run([sys.executable, "-m", "tasks.registry", "--repo", str(repo), "rollback", "v9.0.0"],
+    out = subprocess.run([sys.executable, "-m", "digits.registry", "--repo", str(repo), "rollback", "v9.0.0"],
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 1 and "no version v9.0.0 of digits" in out.stderr
     assert not (repo / paths.PRODUCTION).exists()
@@ -189,7 +190,7 @@ class Fake:
 
 
 def test_serving_swaps_to_a_newly_promoted_version_and_keeps_the_old_one_if_it_fails(tmp_path):
-    from app.serving import Serving
+    from digits.serving import Serving
     record = tmp_path / paths.PRODUCTION
     record.parent.mkdir(parents=True)
     record.write_text(json.dumps({"version": "v1.0.0"}))
@@ -222,8 +223,8 @@ def test_the_gate_never_reads_the_answer_key(tmp_path, monkeypatch):
         (repo / f).write_text("poison\n")
     import pandas as pd
 
-    from tasks import ensemble
-    from tasks.io import PIXELS
+    from digits import ensemble
+    from digits.io import PIXELS
     (repo / paths.SPLIT_VAL).parent.mkdir(parents=True)
     frame = pd.DataFrame(np.zeros((20, 784), np.uint8), columns=PIXELS)
     frame.insert(0, "label", np.arange(20, dtype=np.uint8) % 10)

@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from conftest import ROOT
+from digits.params import ParamsError
 from tasks import device
-from tasks.params import ParamsError
 
 AVX2 = {"sse4_2", "avx", "avx2", "fma"}
 ZEN4 = AVX2 | {"avx512f", "avx512_vnni", "avx512_bf16"}

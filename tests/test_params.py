@@ -6,7 +6,7 @@ import yaml
 from pydantic import ValidationError
 
 from conftest import ROOT
-from tasks import params
+from digits import params
 
 
 @pytest.fixture

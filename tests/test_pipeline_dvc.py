@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from conftest import TINY, TWO, make_repo, set_params, sh, write_sample
+from digits.io import LABEL
 from tasks import ingest
-from tasks.io import LABEL
 
 pytestmark = pytest.mark.integration
 

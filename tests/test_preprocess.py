@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from bench import render
-from tasks import preprocess, recognize
-from tasks.preprocess import NoInk, to_mnist
+from digits import preprocess, recognize
+from digits.preprocess import NoInk, to_mnist
+from probes import render
 
 
 def encode(image: Image.Image, fmt: str = "PNG") -> bytes:

@@ -1,4 +1,4 @@
-"""The CLI as a user runs it: python -m tasks.recognize PATH [PATH ...] (files and folders)."""
+"""The CLI as a user runs it: python -m digits.recognize PATH [PATH ...] (files and folders)."""
 import json
 import os
 import subprocess
@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench import render
 from conftest import ROOT
-from tasks import recognize
-from tasks.preprocess import open_image, to_mnist
+from digits import recognize
+from digits.preprocess import open_image, to_mnist
+from probes import render
 
 
 def cli(*args, cwd=ROOT) -> subprocess.CompletedProcess:
     env = os.environ | {"PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "tasks.recognize", *map(str, args)], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "digits.recognize", *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -120,14 +120,14 @@ class Stub:
 
 
 def test_label_stores_the_image_the_model_saw_as_feedback(tmp_path, monkeypatch, capsys):
-    from tasks import feedback
+    from digits import feedback
     photo = tmp_path / "one.png"
     Image.fromarray(np.pad(np.full((30, 6), 0, np.uint8), 30, constant_values=255)).save(photo)
     monkeypatch.setattr(recognize, "load_predictor", lambda *a, **k: Stub())
     url = f"sqlite:///{tmp_path / 'fb' / 'feedback.db'}"
     assert recognize.main([str(photo), "--label", "7", "--feedback-db", url]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out == [f"{photo}: 1 (90.0%)", "feedback #1 saved for review (python -m tasks.feedback list)"]
+    assert out == [f"{photo}: 1 (90.0%)", "feedback #1 saved for review (python -m digits.feedback list)"]
     item, = feedback.items(feedback.open_store(url))
     assert (item.label, item.predicted, item.source, item.client, item.model_version) == (7, 1, "cli", "cli", "f" * 12)
     assert item.confidence == pytest.approx(0.9) and np.array_equal(item.image, to_mnist(open_image(photo)))

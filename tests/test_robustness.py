@@ -7,8 +7,9 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, kaggle_frame, set_params
-from tasks import corruptions, ensemble, params, robustness
-from tasks.preprocess import to_mnist
+from digits import ensemble, params
+from digits.preprocess import to_mnist
+from tasks import corruptions, robustness
 from test_evaluate_submit import assert_plot
 
 

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
+from digits import paths
+from digits.io import sha256, write_json
 from model_fixture import start_server
-from tasks import paths
-from tasks.io import sha256, write_json
 
 pytestmark = pytest.mark.integration
 
 
 def promoted(repo, version: str, model) -> None:
-    """serving/<version>/ with `model`, and production.json naming it (as tasks.registry writes it)."""
+    """serving/<version>/ with `model`, and production.json naming it (as digits.registry writes it)."""
     folder = repo / paths.SERVING_DIR / version
     folder.mkdir(parents=True)
     shutil.copy(model, folder / "quick-42.keras")

@@ -14,7 +14,7 @@ import yaml
 from conftest import ROOT
 
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-PACKAGES = ("tasks", "flows")
+PACKAGES = ("tasks", "flows", "digits")
 
 
 def module_file(name: str):
@@ -29,7 +29,7 @@ def imports(path) -> set[str]:
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module:
-            # `from tasks import io, paths` names modules; `from tasks.io import LABEL` a module too
+            # `from tasks import io, paths` names modules; `from digits.io import LABEL` a module too
             names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
         else:
             continue
@@ -51,7 +51,7 @@ def closure(module: str) -> set[str]:
 
 def test_the_import_reader_follows_function_local_and_transitive_imports():
     # train imports schedules only inside functions, and model imports params at the top
-    assert {"tasks/schedules.py", "tasks/model.py", "tasks/params.py"} <= closure("tasks.train")
+    assert {"digits/schedules.py", "digits/model.py", "digits/params.py"} <= closure("tasks.train")
     assert "tasks/train.py" not in closure("tasks.predict")
 
 
@@ -67,8 +67,8 @@ def code_deps(spec: dict) -> tuple[set[str], set[str]]:
 
 def test_an_extra_or_a_missing_module_is_found():
     needed, listed = code_deps({"cmd": "python -m tasks.score",
-                                "deps": ["tasks/score.py", "tasks/io.py", "tasks/plots.py", "data/answer_key"]})
-    assert needed - listed == {"tasks/cli.py", "tasks/paths.py"}
+                                "deps": ["tasks/score.py", "digits/io.py", "tasks/plots.py", "data/answer_key"]})
+    assert needed - listed == {"digits/cli.py", "digits/paths.py"}
     assert listed - needed == {"tasks/plots.py"}
 
 

@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, set_params, sh
-from tasks import device, model, params, schedules, train
-from tasks.io import LABEL, PIXELS, to_images
+from digits import model, params, schedules
+from digits.io import LABEL, PIXELS, to_images
+from tasks import device, train
 
 
 def tiny(epochs=2, **changes):

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, kaggle_frame
+from digits.cli import DataError
 from tasks import validate
-from tasks.cli import DataError
 
 
 def write(path, frame, crlf=False):

@@ -1,7 +1,7 @@
 """The installed commands, runnable from any directory (pyproject.toml's [project.scripts]):
 
-    digits-recognize PATH [PATH ...] [options]     python -m tasks.recognize
-    digits-serve [--host H] [--port P] [options]   python -m app.server
+    digits-recognize PATH [PATH ...] [options]     python -m digits.recognize
+    digits-serve [--host H] [--port P] [options]   python -m digits.server
 
 Same options and output as the modules. Without --model they load the default model, the
 ensemble of params.yaml (models/<member>.keras, with its test-time views), from the repository
@@ -20,12 +20,12 @@ def repository() -> Path | None:
 
 
 def recognize(argv=None) -> int:
-    """digits-recognize: tasks.recognize's command line."""
-    from tasks import recognize as cli
+    """digits-recognize: digits.recognize's command line."""
+    from digits import recognize as cli
     return cli.main(argv, root=repository(), prog="digits-recognize")
 
 
 def serve(argv=None) -> None:
-    """digits-serve: app.server's command line."""
-    from app import server
+    """digits-serve: digits.server's command line."""
+    from digits import server
     server.main(argv, root=repository(), prog="digits-serve")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks import paths
-from tasks.io import SIDE
-from tasks.params import TTA_VIEWS  # noqa: F401  ("shift", "rotate"), the views params.yaml may name
+from digits import paths
+from digits.io import SIDE
+from digits.params import TTA_VIEWS  # noqa: F401  ("shift", "rotate"), the views params.yaml may name
 
 BATCH = 1024
 SHIFTS = ((0, 1), (0, -1), (1, 0), (-1, 0))     # (rows, columns) in pixels
@@ -89,5 +89,5 @@ def model_files(members, root: Path = Path(".")) -> dict:
 
 def load(files: dict) -> dict:
     """{member: loaded Keras model} for {member: model file}."""
-    from tasks import model as model_mod
+    from digits import model as model_mod
     return {name: model_mod.load(f) for name, f in files.items()}

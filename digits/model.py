@@ -7,9 +7,9 @@ the data stays uint8 in memory and every caller (train, evaluate, predict) feeds
 import keras
 from keras import layers
 
-from tasks import schedules  # noqa: F401  (registers the one-cycle schedule a checkpoint may carry)
-from tasks.augment import LevelNormalize, RandomAffine, RandomDegrade
-from tasks.params import Arch, Augment
+from digits import schedules  # noqa: F401  (registers the one-cycle schedule a checkpoint may carry)
+from digits.augment import LevelNormalize, RandomAffine, RandomDegrade
+from digits.params import Arch, Augment
 
 
 def build(arch: Arch, augment: Augment, seed: int) -> keras.Model:

@@ -34,7 +34,7 @@ crop would only move and shrink a digit with a mark beside it. It is still refus
 finds no ink in it.
 
 An image with no ink (uniform, or a blank canvas) raises NoInk: the model would only guess.
-The same function serves the CLI (tasks/recognize.py), the HTTP API (app/server.py) and the
+The same function serves the CLI (digits/recognize.py), the HTTP API (digits/server.py) and the
 drawing page, and its round trip is tested on re-rendered MNIST images (tests/test_preprocess.py).
 """
 import base64
@@ -45,7 +45,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
-from tasks.io import SIDE
+from digits.io import SIDE
 
 BOX = 20                      # MNIST's digits are scaled into a 20 x 20 box...
 CENTRE = 14.0                 # ...and shifted so their centre of mass is at (14, 14)

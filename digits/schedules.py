@@ -7,14 +7,14 @@
 - plateau: a constant rate that ReduceLROnPlateau (tasks/train.py) halves when validation stalls.
 
 OneCycle is registered with Keras, so a checkpoint (a .keras file with its optimizer) loads and
-resumes mid-cycle; tasks/model.py imports this module before loading any model.
+resumes mid-cycle; digits/model.py imports this module before loading any model.
 """
 import math
 
 import keras
 from keras import ops
 
-from tasks.params import Optimizer
+from digits.params import Optimizer
 
 
 @keras.saving.register_keras_serializable(package="digits")

@@ -1,7 +1,7 @@
-"""HTTP service and drawing page: python -m app.server [--host H] [--port P] [--model PATH]
+"""HTTP service and drawing page: python -m digits.server [--host H] [--port P] [--model PATH]
 
 The model is loaded once, at start. Endpoints:
-  GET  /         the drawing page (app/static: plain HTML and JavaScript, nothing from a CDN)
+  GET  /         the drawing page (digits/static: plain HTML and JavaScript, nothing from a CDN)
   GET  /health   {"status", "version", "models", "tta", "sha256", "bytes"}: which version and
                  model files answer
   POST /predict  an image upload (multipart/form-data, field "file", at most 5 MB) or JSON
@@ -10,11 +10,11 @@ The model is loaded once, at start. Endpoints:
   POST /feedback the image as /predict takes it plus the correct digit (form field "label", or JSON
                  key "label": an integer 0..9) and optionally "source": "page" (default "api") ->
                  201 {"id", "label", "predicted", "confidence", "model_version"}: the 28 x 28 image
-                 the model saw is stored, pending review (tasks/feedback.py: the store and the
+                 the model saw is stored, pending review (digits/feedback.py: the store and the
                  review command); each client address may send params.yaml feedback.per_minute
                  requests in any 60 s (counted as they arrive), beyond that 429 with Retry-After
 Without --model the server follows promotions: it serves the production version and switches to a
-newly promoted one without a restart and without failing a request (app/serving.py).
+newly promoted one without a restart and without failing a request (digits/serving.py).
 Bad input gets a 4xx and {"detail": message}, and nothing is stored; the server stays up:
   400 not an image / cannot be decoded / over 16 megapixels / malformed JSON or multipart
   413 over the size limit (5 MB of image, 64 KB of JSON)
@@ -43,14 +43,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from app.serving import Serving
-from tasks import feedback, preprocess
+from digits import feedback, preprocess
+from digits.serving import Serving
 
 MAX_UPLOAD = 5 * 1024 * 1024        # bytes of image
 MAX_BODY = MAX_UPLOAD + 64 * 1024   # the multipart envelope around it
 MAX_JSON = 64 * 1024                # a JSON body: a valid {"pixels": [...]} is under 4 KB
 # Images are decoded and preprocessed by two threads of their own: at most two decoded images (each
-# up to 16 MP, tasks/preprocess.py's MAX_PIXELS) in memory at once, and only these two threads'
+# up to 16 MP, digits/preprocess.py's MAX_PIXELS) in memory at once, and only these two threads'
 # malloc arenas ever hold one, so the memory a burst took is reused by the next. Measured (16 MP
 # canvases 8 at a time, server idle at 701 MiB): peak 795 MiB, back to 703 after; decoded in the
 # request pool's threads under a semaphore of 2 it peaked at 1,114 MiB and stayed at 1,123.
@@ -194,14 +194,14 @@ def _source(fields: dict) -> str:
 
 
 def create_app(predictor, store=None, per_minute: int | None = None, root: Path | None = None) -> FastAPI:
-    """The app around a loaded predictor (tasks.recognize.load_predictor; or a Serving, which follows
+    """The app around a loaded predictor (digits.recognize.load_predictor; or a Serving, which follows
     promotions) and the feedback store
-    (an engine or a URL; default: tasks.feedback.database_url of the repository at `root`, the
+    (an engine or a URL; default: digits.feedback.database_url of the repository at `root`, the
     current directory by default), which is opened here, once. `per_minute` defaults to params.yaml's
     feedback.per_minute."""
     root = Path(root or ".")
     if per_minute is None:
-        from tasks import params, paths
+        from digits import params, paths
         per_minute = params.load(root / paths.PARAMS).feedback.per_minute
     if store is None:
         store = feedback.database_url(root)
@@ -274,12 +274,12 @@ def create_app(predictor, store=None, per_minute: int | None = None, root: Path 
     return app
 
 
-def main(argv=None, root: Path | None = None, prog: str = "python -m app.server") -> None:
+def main(argv=None, root: Path | None = None, prog: str = "python -m digits.server") -> None:
     """The command line; without --model the ensemble of the repository at `root` (default: here)."""
     import uvicorn
 
-    from tasks import params, paths
-    from tasks.recognize import load_predictor
+    from digits import params, paths
+    from digits.recognize import load_predictor
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=8000)

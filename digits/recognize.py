@@ -1,8 +1,8 @@
-"""Recognize digits in your own images: python -m tasks.recognize PATH [PATH ...]
+"""Recognize digits in your own images: python -m digits.recognize PATH [PATH ...]
 
 Each PATH is an image file (anything Pillow opens: PNG, JPEG, GIF, BMP, WebP, ...) or a folder,
 searched recursively for files with an image extension. Every image goes through the shared
-preprocessing (tasks/preprocess.py) and the pipeline's model; one line per image:
+preprocessing (digits/preprocess.py) and the pipeline's model; one line per image:
 
     photos/seven.jpg: 7 (98.1%)
     photos/seven.jpg: 7 (98.1%); then 1 (1.2%), 2 (0.4%)          with --top 3
@@ -13,7 +13,7 @@ images the model saw). A file that cannot be read or holds no digit gets a messa
 stderr, the others are still processed, and the exit status is 1 at the end.
 
 `--label D` (with one image file) says the right digit: the 28 x 28 image the model saw is stored
-as feedback for review (tasks/feedback.py; --feedback-db URL, default params.yaml feedback.database
+as feedback for review (digits/feedback.py; --feedback-db URL, default params.yaml feedback.database
 or env DIGITS_FEEDBACK_DB) and its number printed.
 """
 import argparse
@@ -26,18 +26,18 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.io import SIDE, atomic_path, sha256
+from digits.io import SIDE, atomic_path, sha256
 
 BATCH = 256                                       # images preprocessed per batch
 
 
 class Predictor:
     """uint8 images [n, 28, 28] (or [n, 28, 28, 1]) -> class probabilities [n, 10], float32: the
-    mean of the models' probabilities over the test-time views (tasks/ensemble.py).
+    mean of the models' probabilities over the test-time views (digits/ensemble.py).
 
     `files` are the model files, in order; `sha256` identifies them together (for one file, that
     file's own hash); `tta` the views used; `version` the registry's version users can name
-    (tasks/registry.py), or "workspace" / the files' hash for models that were never promoted.
+    (digits/registry.py), or "workspace" / the files' hash for models that were never promoted.
     """
 
     def __init__(self, models: dict, files: dict, tta=(), version: str | None = None):
@@ -48,7 +48,7 @@ class Predictor:
         self._lock = threading.Lock()             # one inference at a time (the HTTP server's threads)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        from tasks import ensemble
+        from digits import ensemble
         with self._lock:
             return ensemble.predict(self.models, images, self.tta)
 
@@ -58,8 +58,8 @@ def load_predictor(model_files=None, tta=None, root: Path | None = None) -> Pred
     production version when one was promoted (serving/production.json), else the ensemble of its
     params.yaml (members and TTA views); or the model files given (a path or a list of paths,
     relative to the current directory, averaged; no TTA unless `tta` names views), ready to call."""
-    from tasks import ensemble, paths, registry
-    from tasks import params as params_mod
+    from digits import ensemble, paths, registry
+    from digits import params as params_mod
     version = None
     if model_files is None and registry.production(root or "."):
         root = Path(root or ".")
@@ -123,7 +123,7 @@ def recognize(files: list, predictor, top: int = 1, as_json: bool = False, save_
     from PIL import Image
     out, err = out or sys.stdout, err or sys.stderr
 
-    from tasks import preprocess
+    from digits import preprocess
     failed, taken = 0, set()
     if save_dir is not None:
         save_dir.mkdir(parents=True, exist_ok=True)
@@ -160,7 +160,7 @@ def recognize(files: list, predictor, top: int = 1, as_json: bool = False, save_
     return failed
 
 
-def main(argv=None, root: Path | None = None, prog: str = "python -m tasks.recognize") -> int:
+def main(argv=None, root: Path | None = None, prog: str = "python -m digits.recognize") -> int:
     """The command line; without --model the ensemble of the repository at `root` (default: here)."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
@@ -187,8 +187,8 @@ def main(argv=None, root: Path | None = None, prog: str = "python -m tasks.recog
     if args.label is not None:
         from sqlalchemy.exc import SQLAlchemyError
 
-        from tasks import feedback
-        from tasks.params import ParamsError
+        from digits import feedback
+        from digits.params import ParamsError
         try:                                   # before the model loads: a wrong URL fails fast
             store = feedback.open_store(args.feedback_db or feedback.database_url(Path(root or ".")))
         except (OSError, ValueError, ParamsError, SQLAlchemyError) as e:
@@ -210,7 +210,7 @@ def main(argv=None, root: Path | None = None, prog: str = "python -m tasks.recog
         item = feedback.add(store, image, args.label, int(probs.argmax()), float(probs.max()), "cli",
                             feedback.model_version(predictor), "cli")
         # with --json, stdout stays JSON lines
-        print(f"feedback #{item} saved for review (python -m tasks.feedback list)",
+        print(f"feedback #{item} saved for review (python -m digits.feedback list)",
               file=sys.stderr if args.json else sys.stdout)
     if failed:
         print(f"{failed} of {len(files)} files could not be recognized", file=sys.stderr)

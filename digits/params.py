@@ -29,8 +29,8 @@ from pydantic import (
 from pydantic.dataclasses import dataclass
 from pydantic_core import PydanticCustomError
 
-from tasks import paths
-from tasks.cli import DataError
+from digits import paths
+from digits.cli import DataError
 
 
 class ParamsError(DataError):

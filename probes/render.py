@@ -35,3 +35,16 @@ def render(image28: np.ndarray, kind: str, rng: np.random.Generator) -> bytes:
         rgba[..., 3] = np.round(a * 255).astype(np.uint8)
         Image.fromarray(rgba).save(out, format="PNG")
     return out.getvalue()
+
+
+def drawn_digit() -> bytes:
+    """A 7 as the drawing page sends it: black 18 px strokes on a transparent 280 x 280 canvas."""
+    import io
+
+    from PIL import Image, ImageDraw
+    canvas = Image.new("RGBA", (280, 280), (0, 0, 0, 0))
+    pen = ImageDraw.Draw(canvas)
+    pen.line([(80, 60), (200, 60), (120, 230)], fill=(0, 0, 0, 255), width=18, joint="curve")
+    out = io.BytesIO()
+    canvas.save(out, format="PNG")
+    return out.getvalue()

@@ -1,7 +1,7 @@
 """The feedback store: corrections users send from the recognizer, kept for review, exported as batches.
 
 A user who gets a wrong answer sends the right digit (POST /feedback, the drawing page's "Wrong?"
-control, `python -m tasks.recognize IMAGE --label D`). Each item keeps the 28 x 28 uint8 image the
+control, `python -m digits.recognize IMAGE --label D`). Each item keeps the 28 x 28 uint8 image the
 model saw, the label given, what the model said (digit, confidence, model version), where it came
 from (source, client address) and when. Items are untrusted: they arrive "pending", a person
 accepts or rejects each one, and only accepted items leave, once, in a batch file in Kaggle's
@@ -11,11 +11,11 @@ data/feedback/feedback.db) or PostgreSQL (env DIGITS_FEEDBACK_DB).
 
 The review command:
 
-    python -m tasks.feedback list [--status pending|accepted|rejected|all]
-    python -m tasks.feedback show ID [--png FILE]
-    python -m tasks.feedback accept ID [ID ...]
-    python -m tasks.feedback reject ID [ID ...]
-    python -m tasks.feedback export            -> <inbox>/feedback-<YYYYmmddTHHMMSSZ>.csv
+    python -m digits.feedback list [--status pending|accepted|rejected|all]
+    python -m digits.feedback show ID [--png FILE]
+    python -m digits.feedback accept ID [ID ...]
+    python -m digits.feedback reject ID [ID ...]
+    python -m digits.feedback export            -> <inbox>/feedback-<YYYYmmddTHHMMSSZ>.csv
 
 `--repo DIR` (default: here) names the repository whose params.yaml is read. An unknown id or a
 wrong transition (only pending items can be accepted or rejected) changes nothing, prints a
@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 
-from tasks.io import LABEL, PIXELS, SIDE
+from digits.io import LABEL, PIXELS, SIDE
 
 ENV = "DIGITS_FEEDBACK_DB"
 SOURCES = ("api", "page", "cli")
@@ -110,7 +110,7 @@ def database_url(root: Path, environ=os.environ) -> str:
     repository at `root`; a relative SQLite path is taken relative to `root`."""
     url = environ.get(ENV)
     if not url:
-        from tasks import params, paths
+        from digits import params, paths
         url = params.load(Path(root) / paths.PARAMS).feedback.database
     parsed = sa.make_url(url)
     database = parsed.database
@@ -220,7 +220,7 @@ def _batch_name(inbox: Path, now: datetime) -> str:
 
 def _write_batch(path: Path, rows) -> None:
     """The CSV under a temporary name in the same folder, renamed when whole. The temporary name
-    does not end in .csv (tasks.io.atomic_path's would), so the intake, reading every *.csv of the
+    does not end in .csv (digits.io.atomic_path's would), so the intake, reading every *.csv of the
     inbox, cannot take a half-written batch."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
@@ -295,9 +295,9 @@ def _show(item: Item) -> str:
     return "\n".join(f"{k:<10} {v}" for k, v in fields) + "\n" + ascii_art(item.image)
 
 
-def main(argv=None, prog: str = "python -m tasks.feedback") -> int:
-    from tasks import params, paths
-    from tasks.io import atomic_path
+def main(argv=None, prog: str = "python -m digits.feedback") -> int:
+    from digits import params, paths
+    from digits.io import atomic_path
     repo = argparse.ArgumentParser(add_help=False)
     repo.add_argument("--repo", type=Path, default=argparse.SUPPRESS, metavar="DIR",
                       help="the repository whose params.yaml is read (default: the current directory)")

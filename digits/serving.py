@@ -1,7 +1,7 @@
 """The predictor a running server answers with, following promotions without a restart.
 
 A server started without --model serves the production version (serving/production.json, written
-by tasks/registry.py). A watcher thread looks at that file every `interval` seconds; when it
+by digits/registry.py). A watcher thread looks at that file every `interval` seconds; when it
 changes, the new version is loaded beside the old one, off the request path, and then replaces it
 in one assignment. Each request takes the current predictor once, at its start, so a request that
 began before the swap finishes with the old version and none fails; requests after it get the new
@@ -11,7 +11,7 @@ import logging
 import threading
 from pathlib import Path
 
-from tasks import paths
+from digits import paths
 
 log = logging.getLogger("digits.serving")
 
@@ -19,7 +19,7 @@ log = logging.getLogger("digits.serving")
 class Serving:
     def __init__(self, predictor, root: Path | None = None, load=None, interval: float = 1.0):
         """`predictor` answers now; with `root`, serving/production.json there is followed, each new
-        version loaded with `load(root)` (tasks.recognize.load_predictor by default)."""
+        version loaded with `load(root)` (digits.recognize.load_predictor by default)."""
         self.current = predictor
         self.root, self.interval = (Path(root) if root is not None else None), interval
         self._load = load
@@ -44,7 +44,7 @@ class Serving:
         self._seen = stamp
         load = self._load
         if load is None:
-            from tasks.recognize import load_predictor
+            from digits.recognize import load_predictor
             load = lambda root: load_predictor(root=root)
         try:
             new = load(self.root)

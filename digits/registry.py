@@ -5,11 +5,11 @@ flow run's DVC experiment, or any commit) and assigned to the production stage w
 `digits#prod#N`, as DVC's model registry (GTO) does it: `git tag` lists them, `gto show` draws the
 table, `dvc artifacts get . digits --stage prod` fetches the production model. Beside the tags,
 serving/ keeps a copy of each promoted version's model files and serving/production.json names the
-one users get; the CLI, the API and the drawing page read it (tasks/recognize.py), and a running
+one users get; the CLI, the API and the drawing page read it (digits/recognize.py), and a running
 API switches to a newly promoted version without a restart.
 
-    python -m tasks.registry show                   # versions, the production one first
-    python -m tasks.registry rollback v1.0.0        # production back to an earlier version
+    python -m digits.registry show                   # versions, the production one first
+    python -m digits.registry rollback v1.0.0        # production back to an earlier version
 """
 import argparse
 import json
@@ -19,8 +19,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tasks import paths
-from tasks.io import atomic_path, sha256, write_json
+from digits import paths
+from digits.io import atomic_path, sha256, write_json
 
 ARTIFACT = "digits"         # the model's name in dvc.yaml's artifacts: section
 STAGE = "prod"
@@ -136,7 +136,7 @@ def keep_record(root: Path, record: dict) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tasks.registry", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m digits.registry", description=__doc__.split("\n")[0])
     ap.add_argument("--repo", type=Path, default=Path("."), help="the repository (default: here)")
     sub = ap.add_subparsers(dest="command", required=True)
     sub.add_parser("show", help="the promoted versions, newest first; * marks production")

@@ -1,1 +1,0 @@
-"""The HTTP service and drawing page: python -m app.server (see app/server.py)."""
