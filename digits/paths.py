@@ -75,6 +75,7 @@ BASELINE_DETAILS = DETAILS_DIR / "baselines.json"
 ROBUSTNESS_METRICS = METRICS_DIR / "robustness.json"
 ROBUSTNESS_DETAILS = DETAILS_DIR / "robustness.json"
 REPORT = Path("reports/report.md")
+MODEL_CARD = Path("reports/model_card.md")      # the model users get: tasks/model_card.py
 
 # Stage intake: the batches of params.yaml's intake.inbox, each validated; accepted rows train only.
 INTAKE_DIR = Path("data/intake")
@@ -83,6 +84,14 @@ INTAKE_MANIFEST = INTAKE_DIR / "batches.json"      # each batch: file, sha256, r
 INTAKE_REJECTED = INTAKE_DIR / "rejected"          # a copy of each rejected batch beside its report
 INTAKE_REPORTS = Path("reports/intake")            # one Great Expectations result per batch
 INTAKE_METRICS = METRICS_DIR / "intake.json"
+
+# Stage export: each member in standard formats (exports/<member>/saved_model, model.onnx,
+# model.tflite) and how a runtime combines them. Not under models/: evaluate, predict and robustness
+# depend on all of models/, and would then re-run whenever an export changed.
+EXPORTS_DIR = Path("exports")
+EXPORT_MANIFEST = EXPORTS_DIR / "ensemble.json"
+EXPORT_METRICS = METRICS_DIR / "export.json"
+EXPORT_DETAILS = DETAILS_DIR / "export.json"
 
 # Serving: copies of the promoted versions (git-ignored) and the one users get (docs/loop.md).
 SERVING_DIR = Path("serving")

@@ -26,7 +26,7 @@ WORST = 20                  # confidently wrong images shown
 
 
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict:
-    """Accuracy, log loss, macro F1 and the per-class report for labels 0..9."""
+    """Accuracy, log loss, macro F1, the per-class report for labels 0..9 and the confused pairs."""
     pred = probs.argmax(axis=1)
     p, r, f, s = skm.precision_recall_fscore_support(y_true, pred, labels=range(10), zero_division=0)
     return {
@@ -37,7 +37,16 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict:
         "n": int(len(y_true)),
         "per_class": {str(c): {"precision": float(p[c]), "recall": float(r[c]), "f1": float(f[c]),
                                "support": int(s[c])} for c in range(10)},
+        "confused_pairs": confused_pairs(y_true, pred),
     }
+
+
+def confused_pairs(y_true: np.ndarray, pred: np.ndarray) -> list:
+    """[actual, predicted, count] of every misclassified pair, most frequent first (ties: by digits)."""
+    cm = skm.confusion_matrix(y_true, pred, labels=range(10))
+    np.fill_diagonal(cm, 0)
+    pairs = [[int(a), int(b), int(cm[a, b])] for a, b in zip(*np.nonzero(cm))]
+    return sorted(pairs, key=lambda x: (-x[2], x[0], x[1]))
 
 
 def one_vs_rest(y_true: np.ndarray, probs: np.ndarray):

@@ -1,5 +1,6 @@
 """Stage report: one human-readable page, reports/report.md, with the metrics tables and plots
-(every figure: it reads metrics/details/ and the score)."""
+(every figure: it reads metrics/details/ and the score), and the model card of the same run,
+reports/model_card.md (tasks/model_card.py)."""
 import json
 import os
 from pathlib import Path
@@ -125,11 +126,20 @@ def render() -> str:
     return "\n".join(parts)
 
 
+def card() -> str:
+    from digits import params as params_mod
+    from tasks import model_card
+    ev = load(paths.EVALUATE_DETAILS)
+    return model_card.render(params_mod.load(), ev, load(paths.SCORE_METRICS), members(ev),
+                             load(paths.ROBUSTNESS_DETAILS), load(paths.EXPORT_DETAILS))
+
+
 def main() -> None:
-    text = render()
-    with atomic_path(paths.REPORT) as tmp:
-        tmp.write_text(text)
-    print(f"report: {paths.REPORT}")
+    report, model_card = render(), card()
+    with atomic_path(paths.REPORT) as tmp, atomic_path(paths.MODEL_CARD) as tmp_card:
+        tmp.write_text(report)
+        tmp_card.write_text(model_card)
+    print(f"report: {paths.REPORT}; model card: {paths.MODEL_CARD}")
 
 
 if __name__ == "__main__":

@@ -240,3 +240,40 @@ def test_plots_are_png_files(tmp_path):
     plots.bars(range(3), [3, 1, 2], tmp_path / "bars.png", "t", "n")
     for name in ("cm.png", "grid.png", "bars.png"):
         assert_plot(tmp_path / name)
+
+
+def test_confused_pairs_count_every_misclassified_pair_most_frequent_first():
+    y = np.array([4, 4, 4, 9, 7, 7, 1, 3])
+    pred = np.array([9, 9, 4, 4, 1, 1, 1, 5])
+    assert evaluate.confused_pairs(y, pred) == [[4, 9, 2], [7, 1, 2], [3, 5, 1], [9, 4, 1]]
+    assert evaluate.confused_pairs(y, y) == []
+
+
+def test_the_model_card_names_the_figures_of_the_run_it_describes(tmp_path, monkeypatch):
+    from digits import params as params_mod
+    from tasks import model_card
+    p = params_mod.load(ROOT / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    write_run_metrics()
+    ev = json.loads(paths.EVALUATE_DETAILS.read_text()) | {"confused_pairs": [[4, 9, 7], [7, 2, 5], [3, 5, 1]]}
+    robust = lambda accs: {"clean": 0.99, "mean_corrupted": 0.97, "corruptions": accs}
+    robustness = {"images": 2000, "models": {"cnn": robust({"fog": 0.99, "zigzag": 0.91, "rotate": 0.97, "stripe": 0.95})},
+                  "recognizer": {"images": 1000, "models": {"cnn": robust({"fog": 0.98, "zigzag": 0.92, "rotate": 0.96})}}}
+    exports = {"quick-42": {"onnx": {"file": "quick-42/model.onnx", "bytes": 1_234_567, "sha256": "ab" * 32,
+                                     "max_abs_difference": 7.2e-7}}}
+    score_metrics = {"answer_key": True, "test_accuracy": 0.996, "test_errors": 40, "test_n": 10000}
+    text = model_card.render(p, ev, score_metrics, report.members(ev), robustness, exports)
+    t = tables(text)
+    assert ["validation accuracy", "0.9952 (29 errors of 6,000)"] in t["Figures"]
+    assert ["answer-key accuracy (held out, never used to choose)", "0.9960 (40 errors of 10,000)"] in t["Figures"]
+    assert ["robustness, recognizer path (1,000 images as PNG files)", "mean 0.9700, clean 0.9900"] in t["Figures"]
+    assert t["Exports"][1] == ["quick-42", "onnx", "quick-42/model.onnx", "1,234,567", f"`{'ab' * 32}`", "7.2e-07"]
+    assert "- Most confused (validation, actual -> predicted): 4 -> 9 (7), 7 -> 2 (5), 3 -> 5 (1)" in text
+    assert "- Worst corruptions, model path: zigzag 91.0%, stripe 95.0%, rotate 97.0%" in text
+    assert "- Worst corruptions, recognizer path: zigzag 92.0%, rotate 96.0%, fog 98.0%" in text
+    quick = p.train.presets["quick"]
+    assert f"- **quick-42**: {quick.epochs} epochs, batch {quick.batch_size}" in text
+    assert "trained on 54,000 images in 250 s (device: CPU; 2 CPU cores, AMD EPYC, AVX2)" in text
+    assert f"{p.split.val_fraction:.0%} of them held out for validation" in text
+    bare = model_card.render(p, ev | {"confused_pairs": []}, None, report.members(ev), None, None)
+    assert "None in this run." in bare and "answer-key" not in bare and "No validation image was misclassified" in bare
