@@ -84,6 +84,14 @@ INTAKE_REJECTED = INTAKE_DIR / "rejected"          # a copy of each rejected bat
 INTAKE_REPORTS = Path("reports/intake")            # one Great Expectations result per batch
 INTAKE_METRICS = METRICS_DIR / "intake.json"
 
+# Stage export: each member in standard formats (exports/<member>/saved_model, model.onnx,
+# model.tflite) and how a runtime combines them. Not under models/: evaluate, predict and robustness
+# depend on all of models/, and would then re-run whenever an export changed.
+EXPORTS_DIR = Path("exports")
+EXPORT_MANIFEST = EXPORTS_DIR / "ensemble.json"
+EXPORT_METRICS = METRICS_DIR / "export.json"
+EXPORT_DETAILS = DETAILS_DIR / "export.json"
+
 # Serving: copies of the promoted versions (git-ignored) and the one users get (docs/loop.md).
 SERVING_DIR = Path("serving")
 PRODUCTION = SERVING_DIR / "production.json"
