@@ -168,3 +168,118 @@ def test_a_tampered_export_fails_the_stage_naming_member_and_format(digit_model,
     assert "saved_model" not in message and "litert" not in message      # those two still agree
     assert not (tmp_path / paths.EXPORTS_DIR).exists() and not (tmp_path / paths.EXPORT_DETAILS).exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+# The recognizer on the exports (tasks/runtime.py): the same answers, no TensorFlow.
+
+@pytest.fixture(scope="module")
+def photos(mnist, tmp_path_factory):
+    """Eight MNIST test digits rendered as the files users hand in (JPEG photos, canvas PNGs)."""
+    from bench import render
+    folder = tmp_path_factory.mktemp("export-photos")
+    x, rng = mnist[2].reshape(-1, 28, 28), np.random.default_rng(3)
+    for k in range(8):
+        kind = render.KINDS[k % 2]
+        (folder / f"digit{k}.{'jpg' if kind == 'jpeg' else 'png'}").write_bytes(render.render(x[k], kind, rng))
+    return sorted(folder.iterdir())
+
+
+def test_every_runtime_gives_the_same_answers_on_digit_files(repo, photos):
+    from tasks import recognize
+    answers = {}
+    for runtime in ("keras", "onnx", "litert"):
+        predictor = recognize.load_predictor(root=repo, runtime=runtime)
+        assert (predictor.runtime, predictor.version, predictor.tta) == (runtime, "workspace", ("shift",))
+        seen = []
+        assert recognize.recognize(photos, predictor, out=open("/dev/null", "w"), keep=seen) == 0
+        answers[runtime] = np.stack([p for _, _, p in seen])
+    onnx = recognize.load_predictor(root=repo, runtime="onnx")
+    assert onnx.files == {"small": repo / "exports" / "small" / "model.onnx"}
+    assert onnx.sha256 == sha256(repo / "exports" / "small" / "model.onnx")
+    for runtime in ("onnx", "litert"):
+        assert np.array_equal(answers[runtime].argmax(axis=1), answers["keras"].argmax(axis=1)), runtime
+        assert np.abs(answers[runtime] - answers["keras"]).max() <= 1e-5, runtime
+    with pytest.raises(ValueError, match="got dtype float32"):
+        onnx(np.zeros((1, 28, 28), np.float32))
+
+
+def test_serving_defaults_to_onnx_only_where_the_models_own_exports_exist(repo, tmp_path):
+    from tasks import recognize
+    assert recognize.load_predictor(root=repo, runtime=None).runtime == "onnx"
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("params.yaml", "models", "exports"):
+        (shutil.copytree if (repo / name).is_dir() else shutil.copy)(repo / name, other / name)
+    manifest = json.loads((other / paths.EXPORT_MANIFEST).read_text())
+    manifest["members"]["small"]["source_sha256"] = "0" * 64          # exports of some other model
+    (other / paths.EXPORT_MANIFEST).write_text(json.dumps(manifest))
+    assert recognize.load_predictor(root=other, runtime=None).runtime == "keras"
+    with pytest.raises(FileNotFoundError, match=r"no litert export of .*small\.keras in .*exports"):
+        recognize.load_predictor(root=other, runtime="litert")
+    shutil.rmtree(other / "exports")
+    assert recognize.load_predictor(root=other, runtime=None).runtime == "keras"
+    with pytest.raises(FileNotFoundError, match="no exported models in .*exports.*dvc repro export"):
+        recognize.load_predictor(root=other, runtime="onnx")
+
+
+NO_TENSORFLOW = """
+import json, sys
+import numpy as np
+from fastapi.testclient import TestClient
+from app.server import create_app
+from tasks import recognize, runtime
+repo, digit, db = sys.argv[1:]
+answers = {}
+for name in ("onnx", "litert"):
+    predictor = recognize.load_predictor(root=repo, runtime=name)
+    answers[name] = predictor(np.load(digit)[None]).tolist()
+bare = runtime.load(f"{repo}/exports", "onnx")
+with TestClient(create_app(predictor, f"sqlite:///{db}", per_minute=5, root=repo)) as client:
+    body = client.post("/predict", json={"pixels": np.load(digit).ravel().tolist()}).json()
+print(json.dumps({"answers": answers, "bare": bare(np.load(digit)[None]).tolist(), "api": body["probabilities"],
+                  "heavy": sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))}))
+"""
+
+
+def test_the_exported_runtimes_and_the_api_run_without_tensorflow_or_keras(repo, mnist, tmp_path):
+    import subprocess
+    import sys
+    digit = tmp_path / "digit.npy"
+    np.save(digit, mnist[2][0].reshape(28, 28))
+    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", NO_TENSORFLOW, str(repo), str(digit), str(tmp_path / "fb.db")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["heavy"] == []
+    onnx, litert = (np.array(result["answers"][k][0]) for k in ("onnx", "litert"))
+    assert onnx.argmax() == litert.argmax() == int(mnist[3][0]) and np.abs(onnx - litert).max() <= 1e-5
+    assert np.abs(np.array(result["api"]) - litert).max() <= 1e-5 and np.allclose(result["bare"][0], onnx, atol=1e-6)
+
+
+def test_the_cli_takes_a_runtime(repo, photos):
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-m", "tasks.recognize", str(photos[0]), "--runtime", "litert", "--json"],
+                          cwd=repo, env=__import__("os").environ | {"PYTHONPATH": str(ROOT)}, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    from tasks import recognize
+    record, expected = json.loads(proc.stdout), []
+    recognize.recognize(photos[:1], recognize.load_predictor(root=repo), out=open("/dev/null", "w"), keep=expected)
+    assert record["digit"] == int(expected[0][2].argmax())
+    assert np.abs(np.array(record["probabilities"]) - expected[0][2]).max() <= 1e-5 + 1e-6   # printed to 6 places
+
+
+def test_the_server_takes_a_runtime(repo, tmp_path, monkeypatch, capsys):
+    import uvicorn
+
+    from app import server
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(app.state.serving.current))
+    monkeypatch.setattr(server.Serving, "start", lambda self: self)        # no watcher thread in this test
+    monkeypatch.setenv("DIGITS_FEEDBACK_DB", f"sqlite:///{tmp_path / 'fb.db'}")
+    server.main(["--runtime", "litert"], root=repo)
+    (predictor,) = served
+    assert predictor.runtime == "litert" and predictor.files == {"small": repo / "exports/small/model.tflite"}
+    assert "version workspace on litert: models " in capsys.readouterr().out
