@@ -1,7 +1,11 @@
 """The export stage on the session's small model: each format written, its parity checked in a fresh
 process, the uint8 contract kept, augmentation left out, and a mismatch failing the stage."""
+import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -191,7 +195,7 @@ def test_every_runtime_gives_the_same_answers_on_digit_files(repo, photos):
         predictor = recognize.load_predictor(root=repo, runtime=runtime)
         assert (predictor.runtime, predictor.version, predictor.tta) == (runtime, "workspace", ("shift",))
         seen = []
-        assert recognize.recognize(photos, predictor, out=open("/dev/null", "w"), keep=seen) == 0
+        assert recognize.recognize(photos, predictor, out=io.StringIO(), keep=seen) == 0
         answers[runtime] = np.stack([p for _, _, p in seen])
     onnx = recognize.load_predictor(root=repo, runtime="onnx")
     assert onnx.files == {"small": repo / "exports" / "small" / "model.onnx"}
@@ -242,11 +246,9 @@ print(json.dumps({"answers": answers, "bare": bare(np.load(digit)[None]).tolist(
 
 
 def test_the_exported_runtimes_and_the_api_run_without_tensorflow_or_keras(repo, mnist, tmp_path):
-    import subprocess
-    import sys
     digit = tmp_path / "digit.npy"
     np.save(digit, mnist[2][0].reshape(28, 28))
-    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(ROOT)}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-c", NO_TENSORFLOW, str(repo), str(digit), str(tmp_path / "fb.db")],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -258,15 +260,13 @@ def test_the_exported_runtimes_and_the_api_run_without_tensorflow_or_keras(repo,
 
 
 def test_the_cli_takes_a_runtime(repo, photos):
-    import subprocess
-    import sys
     proc = subprocess.run([sys.executable, "-m", "tasks.recognize", str(photos[0]), "--runtime", "litert", "--json"],
-                          cwd=repo, env=__import__("os").environ | {"PYTHONPATH": str(ROOT)}, capture_output=True,
+                          cwd=repo, env=os.environ | {"PYTHONPATH": str(ROOT)}, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     from tasks import recognize
     record, expected = json.loads(proc.stdout), []
-    recognize.recognize(photos[:1], recognize.load_predictor(root=repo), out=open("/dev/null", "w"), keep=expected)
+    recognize.recognize(photos[:1], recognize.load_predictor(root=repo), out=io.StringIO(), keep=expected)
     assert record["digit"] == int(expected[0][2].argmax())
     assert np.abs(np.array(record["probabilities"]) - expected[0][2]).max() <= 1e-5 + 1e-6   # printed to 6 places
 
