@@ -40,6 +40,8 @@ class Predictor:
     (digits/registry.py), or "workspace" / the files' hash for models that were never promoted.
     """
 
+    runtime = "keras"
+
     def __init__(self, models: dict, files: dict, tta=(), version: str | None = None):
         self.models, self.files, self.tta = models, {k: Path(f) for k, f in files.items()}, tuple(tta)
         hashes = [sha256(f) for f in self.files.values()]
@@ -53,11 +55,29 @@ class Predictor:
             return ensemble.predict(self.models, images, self.tta)
 
 
-def load_predictor(model_files=None, tta=None, root: Path | None = None) -> Predictor:
+def load_predictor(model_files=None, tta=None, root: Path | None = None, runtime: str | None = "keras"):
     """The model users get in the repository at `root` (the current directory by default): the
     production version when one was promoted (serving/production.json), else the ensemble of its
     params.yaml (members and TTA views); or the model files given (a path or a list of paths,
-    relative to the current directory, averaged; no TTA unless `tta` names views), ready to call."""
+    relative to the current directory, averaged; no TTA unless `tta` names views), ready to call.
+
+    `runtime` "onnx" or "litert": the same models' exports, without TensorFlow (digits/runtime.py);
+    None: "onnx" where those exports exist, else Keras."""
+    files, tta, version = model_choice(model_files, tta, root)
+    if runtime != "keras":
+        from digits import runtime as runtimes
+        exported = runtimes.for_models(files, tta or (), version, runtime, Path(root or "."))
+        if exported is not None:
+            return exported
+    from digits import ensemble
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")     # TensorFlow's start-up chatter
+    predictor = Predictor(ensemble.load(files), files, tta or (), version)
+    predictor(np.zeros((1, SIDE, SIDE), np.uint8))          # builds the predict functions now
+    return predictor
+
+
+def model_choice(model_files=None, tta=None, root: Path | None = None) -> tuple:
+    """({member: model file}, TTA views, version or None) of load_predictor's model."""
     from digits import ensemble, paths, registry
     from digits import params as params_mod
     version = None
@@ -77,10 +97,7 @@ def load_predictor(model_files=None, tta=None, root: Path | None = None) -> Pred
         missing = [str(f) for f in files.values() if not f.exists()]
         if missing:
             raise FileNotFoundError(f"{', '.join(missing)}: no model")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")     # TensorFlow's start-up chatter
-    predictor = Predictor(ensemble.load(files), files, tta or (), version)
-    predictor(np.zeros((1, SIDE, SIDE), np.uint8))          # builds the predict functions now
-    return predictor
+    return files, tta, version
 
 
 def image_files(args: list) -> list:
@@ -171,6 +188,9 @@ def main(argv=None, root: Path | None = None, prog: str = "python -m digits.reco
     parser.add_argument("--deskew", action="store_true", help="straighten slanted digits first")
     parser.add_argument("--model", type=Path, action="append", metavar="FILE",
                         help="a .keras model; repeat to average several (default: the ensemble of params.yaml)")
+    parser.add_argument("--runtime", choices=["keras", "onnx", "litert"],
+                        help="what runs the model: keras, or its exports (ONNX Runtime, LiteRT: no TensorFlow); "
+                             "default onnx where the exports of the model exist (dvc repro export), else keras")
     parser.add_argument("--label", type=int, choices=range(10), metavar="D",
                         help="the right digit for the one image given: stored as feedback for review")
     parser.add_argument("--feedback-db", metavar="URL",
@@ -199,7 +219,7 @@ def main(argv=None, root: Path | None = None, prog: str = "python -m digits.reco
         print("error: no image files found in " + ", ".join(args.paths), file=sys.stderr)
         return 1
     try:
-        predictor = load_predictor(args.model, root=root)
+        predictor = load_predictor(args.model, root=root, runtime=args.runtime)
     except FileNotFoundError as e:
         print(f"error: {e}" + ("" if args.model else ", or name a model with --model"), file=sys.stderr)
         return 1

@@ -1,6 +1,8 @@
-"""HTTP service and drawing page: python -m digits.server [--host H] [--port P] [--model PATH]
+"""HTTP service and drawing page: python -m digits.server [--host H] [--port P] [--model PATH] [--runtime R]
 
-The model is loaded once, at start. Endpoints:
+The model is loaded once, at start, run by R: keras, or its exports with onnx (ONNX Runtime) or
+litert, which need no TensorFlow (digits/runtime.py); by default onnx where the model's exports
+exist (`dvc repro export`), else keras. Endpoints:
   GET  /         the drawing page (digits/static: plain HTML and JavaScript, nothing from a CDN)
   GET  /health   {"status", "version", "models", "tta", "sha256", "bytes"}: which version and
                  model files answer
@@ -285,6 +287,9 @@ def main(argv=None, root: Path | None = None, prog: str = "python -m digits.serv
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--model", type=Path, action="append", metavar="FILE",
                         help="a .keras model; repeat to average several (default: the ensemble of params.yaml)")
+    parser.add_argument("--runtime", choices=["keras", "onnx", "litert"],
+                        help="what runs the model: keras, or its exports (ONNX Runtime, LiteRT: no TensorFlow); "
+                             "default onnx where the exports of the model exist (dvc repro export), else keras")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     parser.add_argument("--poll-seconds", type=float, default=2.0, metavar="S",
                         help="without --model: how often to look for a newly promoted version (default 2)")
@@ -296,14 +301,16 @@ def main(argv=None, root: Path | None = None, prog: str = "python -m digits.serv
     except (OSError, ValueError, params.ParamsError, SQLAlchemyError) as e:
         raise SystemExit(f"error: the feedback store: {e} (params.yaml feedback.database, or env {feedback.ENV})")
     try:
-        predictor = load_predictor(args.model, root=root)
+        predictor = load_predictor(args.model, root=root, runtime=args.runtime)
     except FileNotFoundError as e:
         raise SystemExit(f"error: {e}" + ("" if args.model else ", or name a model with --model"))
-    print(f"version {predictor.version}: models {', '.join(map(str, predictor.files.values()))} "
+    print(f"version {predictor.version} on {predictor.runtime}: models "
+          f"{', '.join(map(str, predictor.files.values()))} "
           f"(sha256 {predictor.sha256[:12]}); feedback "
           f"{make_url(url).render_as_string(hide_password=True)}; the drawing page: "
           f"http://{args.host}:{args.port}/", flush=True)
-    serving = Serving(predictor, root=None if args.model else Path(root or "."), interval=args.poll_seconds)
+    serving = Serving(predictor, root=None if args.model else Path(root or "."), interval=args.poll_seconds,
+                      load=lambda r: load_predictor(root=r, runtime=args.runtime))
     uvicorn.run(create_app(serving.start(), store, per_minute), host=args.host, port=args.port,
                 log_level=args.log_level)
 

@@ -84,7 +84,8 @@ def test_full_repro_then_compare_branches(tmp_path):
     set_params(repo, **{k: v for k, v in TINY.items() if k != "data.source"},
                **{"split.sample_fraction": 0.01, "ensemble.members": TWO})
     out = sh(repo, "dvc", "repro").stdout
-    for stage in ("ingest", "validate", "intake", "train@quick-42", "train@quick-7", "predict", "score", "report"):
+    for stage in ("ingest", "validate", "intake", "train@quick-42", "train@quick-7", "export", "predict", "score",
+                  "report"):
         assert f"Running stage '{stage}'" in out
     assert "kaggle competitions submit -c digit-recognizer -f submission/submission.csv" in out
     assert len(pd.read_parquet(repo / "data/split/train.parquet")) == 540          # 1% of 60,000, less 10%
@@ -109,7 +110,9 @@ def test_full_repro_then_compare_branches(tmp_path):
         "metrics/intake.json": {"batches", "taken", "rejected", "duplicates", "rows"},
         "metrics/baselines.json": {"best_model", "best_val_accuracy", "fit_seconds"},
         "metrics/robustness.json": {"model.mean_corrupted", "model.worst", "recognizer.mean_corrupted",
-                                    "recognizer.worst"}}
+                                    "recognizer.worst"},
+        "metrics/export.json": {"members", "formats", "images", "max_abs_difference", "disagreements",
+                                "export_seconds"}}
     headline = json.loads((repo / "metrics/evaluate.json").read_text())
     ev = json.loads((repo / "metrics/details/evaluate.json").read_text())["ensemble"]
     assert ev["size"] == 2 and set(ev["members"]) == {"quick-42", "quick-7"} and ev["tta"] == []
