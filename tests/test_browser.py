@@ -2,7 +2,7 @@
 $CHROMIUM) driven by Playwright, against the real server (`python -m digits.server`). Draws a 1 and a
 0 with mouse events and checks what the page shows, then sends a correction through the page's
 "Wrong?" control and finds it in the server's feedback store; saves a screenshot in the test's tmp folder
-(and docs/drawing-page.png, the README's, when that file is missing).
+(and docs/drawing-page.png, the one docs/recognize.md shows, when that file is missing).
 
 No Chromium is a failure, not a skip: `make test` installs it (apt-get install chromium) when missing."""
 import math
@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT
 from digits import feedback
 
-README_SCREENSHOT = ROOT / "docs" / "drawing-page.png"
+DOCS_SCREENSHOT = ROOT / "docs" / "drawing-page.png"
 
 
 def draw(page, points):
@@ -71,8 +71,8 @@ def test_drawing_a_1_and_a_0_on_the_page(browser, server_url, feedback_db, tmp_p
     shot = tmp_path / "drawing-page.png"
     page.screenshot(path=str(shot))
     assert shot.stat().st_size > 10_000
-    if not README_SCREENSHOT.exists():
-        README_SCREENSHOT.parent.mkdir(exist_ok=True)
-        shutil.copy(shot, README_SCREENSHOT)
+    if not DOCS_SCREENSHOT.exists():
+        DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
+        shutil.copy(shot, DOCS_SCREENSHOT)
     assert all(url.startswith(server_url) for url in requests), requests     # works offline
     page.close()
