@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
 RUN    := PATH="$(BIN):$$PATH"
 
-.PHONY: help setup setup-gpu repro test test-fast lint bench serve demo chromium
+.PHONY: help setup setup-gpu setup-serve repro test test-fast lint bench serve demo chromium
 .DEFAULT_GOAL := help
 
 help:                              ## this list (plain `make`)
@@ -23,6 +23,16 @@ setup: $(VENV)/.installed          ## virtual environment with the pinned depend
 setup-gpu: setup                   ## GPU worker: swap the CPU build of TensorFlow for the CUDA one
 	$(BIN)/pip uninstall -y -q tensorflow-cpu
 	$(BIN)/pip install -q --no-build-isolation -c requirements.lock -e ".[gpu]"
+
+# The server alone, without TensorFlow, in its own environment: it answers with the exported models
+# (`dvc repro export`; --runtime onnx or litert) of the directory it is started in.
+.venv-serve/.installed: requirements-serve.lock pyproject.toml
+	$(PYTHON) -m venv .venv-serve
+	.venv-serve/bin/pip install --disable-pip-version-check -q -r requirements-serve.lock "$$(grep '^setuptools==' requirements.lock)"
+	.venv-serve/bin/pip install --disable-pip-version-check -q --no-deps --no-build-isolation .
+	touch $@
+
+setup-serve: .venv-serve/.installed  ## .venv-serve: the HTTP service and drawing page without TensorFlow (digits-serve)
 
 repro: setup                       ## run the whole DVC pipeline on MNIST (the pinned wheel)
 	$(RUN) dvc repro

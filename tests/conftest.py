@@ -62,7 +62,7 @@ def write_sample(folder: Path, mnist, n_train: int, n_test: int) -> None:
     ingest.write_csv(folder / "test.csv", ingest.pixel_columns(xt[:n_test]))
 
 
-PROJECT_FILES = ["tasks", "dvc.yaml", "params.yaml", "data/kaggle/README.md", "data/inbox/README.md", "flows",
+PROJECT_FILES = ["tasks", "digits", "dvc.yaml", "params.yaml", "data/kaggle/README.md", "data/inbox/README.md", "flows",
                  "prefect.yaml"]
 
 

@@ -13,6 +13,7 @@ asks for it without training again.
 """
 import dataclasses
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -60,20 +61,34 @@ def predictor(digit_model):
     return load_predictor(digit_model)
 
 
+@pytest.fixture(scope="session")
+def digit(mnist, predictor):
+    """(canvas-export PNG bytes, label, 28 x 28 original) of a test image the model gets right."""
+    import numpy as np
+
+    from probes import render
+    x, y = mnist[2].reshape(-1, 28, 28), mnist[3]
+    i = int(np.flatnonzero(predictor(x[:50]).argmax(axis=1) == y[:50])[0])
+    return render.render(x[i], "rgba", np.random.default_rng(0)), int(y[i]), x[i]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def start_server(model: Path | None, feedback_db: str, timeout: float = 120.0, cwd: Path = ROOT, args=()):
+def start_server(model: Path | None, feedback_db: str, timeout: float = 120.0, cwd: Path = ROOT, args=(),
+                 python: Path | None = None):
     """`python -m digits.server --host 127.0.0.1 --port P --model M`, the documented command, started
     in `cwd` with its feedback store at `feedback_db` and waited for until /health answers (no
-    model: the server follows `cwd`'s production version); returns (process, base URL)."""
+    model: the server follows `cwd`'s production version); returns (process, base URL). `python`:
+    another environment's interpreter, with its own installed `digits` (no PYTHONPATH)."""
     port = free_port()
-    env = os.environ | {"PYTHONPATH": str(ROOT), "DIGITS_FEEDBACK_DB": feedback_db}
+    env = os.environ | {"DIGITS_FEEDBACK_DB": feedback_db}
+    env = {k: v for k, v in env.items() if k != "PYTHONPATH"} if python else env | {"PYTHONPATH": str(ROOT)}
     model_args = ["--model", str(model)] if model else []
-    proc = subprocess.Popen([sys.executable, "-m", "digits.server", "--host", "127.0.0.1", "--port", str(port),
+    proc = subprocess.Popen([str(python or sys.executable), "-m", "digits.server", "--host", "127.0.0.1", "--port", str(port),
                              *model_args, "--log-level", "warning", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -110,6 +125,85 @@ def server(digit_model, feedback_db):
 
 
 @pytest.fixture(scope="session")
+def light_server(light_python, exported_repo, tmp_path_factory):
+    """The real server without TensorFlow: the light environment's `python -m digits.server
+    --runtime onnx`, started in a copy of the exported repository whose ensemble has no TTA (as the
+    `server` fixture's model): (process, base URL)."""
+    import yaml
+    deploy = tmp_path_factory.mktemp("light-deploy")
+    for name in ("params.yaml", "models", "exports"):
+        (shutil.copytree if (exported_repo / name).is_dir() else shutil.copy)(exported_repo / name, deploy / name)
+    raw = yaml.safe_load((deploy / "params.yaml").read_text())
+    raw["ensemble"]["tta"] = []
+    (deploy / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    db = f"sqlite:///{tmp_path_factory.mktemp('light-feedback') / 'feedback.db'}"
+    proc, url = start_server(None, db, cwd=deploy, args=("--runtime", "onnx"), python=light_python)
+    yield proc, url
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="session")
 def server_url(server):
     """Base URL of the real server."""
     return server[1]
+
+
+EXPORT_IMAGES = 200       # test images of the export stage's parity check here (the pipeline uses all)
+
+
+def make_export_inputs(root: Path, digit_model: Path, mnist) -> None:
+    """params.yaml with one member, "small" (the session's model), TTA shift; its model; test.parquet."""
+    import pandas as pd
+    import yaml
+
+    from digits import paths
+    from tasks import ingest
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["ensemble"] = {"members": {"small": {"preset": "quick", "seed": 0}}, "tta": ["shift"]}
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    (root / "models").mkdir()
+    shutil.copy(digit_model, root / "models" / "small.keras")
+    (root / paths.TEST_PARQUET).parent.mkdir(parents=True)
+    pd.DataFrame(ingest.pixel_columns(mnist[2][:EXPORT_IMAGES])).to_parquet(root / paths.TEST_PARQUET, index=False)
+
+
+@pytest.fixture(scope="session")
+def exported_repo(digit_model, mnist, tmp_path_factory) -> Path:
+    """A repository after the export stage ran on it: the session's model as "small" (read only)."""
+    from tasks import export
+    root = tmp_path_factory.mktemp("export-repo")
+    make_export_inputs(root, digit_model, mnist)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        export.main()
+    return root
+
+
+def build_wheel(folder: Path) -> Path:
+    """The project's wheel, as a plain `pip install .` builds it, from a copy of its sources (a build
+    writes build/ beside the code)."""
+    source = folder / "source"
+    shutil.copytree(ROOT / "digits", source / "digits", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "LICENSE"):
+        shutil.copy(ROOT / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(folder / "wheel"), str(source)], check=True, capture_output=True)
+    [wheel] = (folder / "wheel").glob("*.whl")
+    return wheel
+
+
+@pytest.fixture(scope="session")
+def light_python(tmp_path_factory) -> Path:
+    """The interpreter of an environment made as `make setup-serve` makes it: requirements-serve.lock
+    (no TensorFlow, no Keras) and the project's wheel, without its dependencies."""
+    folder = tmp_path_factory.mktemp("light-env")
+    subprocess.run([sys.executable, "-m", "venv", str(folder / "venv")], check=True)
+    pip = [str(folder / "venv/bin/python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    for args in (["-r", str(ROOT / "requirements-serve.lock")], ["--no-deps", str(build_wheel(folder))]):
+        proc = subprocess.run(pip + args, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    return folder / "venv/bin/python"

@@ -18,7 +18,6 @@ from conftest import ROOT
 from digits.io import sha256
 from digits.preprocess import open_image, to_mnist
 from digits.server import MAX_UPLOAD, STATIC, create_app
-from probes import render
 
 
 @pytest.fixture(scope="module")
@@ -26,14 +25,6 @@ def client(predictor, tmp_path_factory):
     store = f"sqlite:///{tmp_path_factory.mktemp('feedback') / 'feedback.db'}"
     with TestClient(create_app(predictor, store, root=ROOT)) as c:
         yield c
-
-
-@pytest.fixture(scope="module")
-def digit(mnist, predictor):
-    """(canvas-export PNG bytes, label, 28 x 28 original) of a test image the model gets right."""
-    x, y = mnist[2].reshape(-1, 28, 28), mnist[3]
-    i = int(np.flatnonzero(predictor(x[:50]).argmax(axis=1) == y[:50])[0])
-    return render.render(x[i], "rgba", np.random.default_rng(0)), int(y[i]), x[i]
 
 
 def png(image: Image.Image, fmt: str = "PNG") -> bytes:
@@ -132,10 +123,16 @@ def test_the_page_and_its_script_are_served_with_nothing_from_elsewhere(client):
         assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", f.read_text()), f.name
 
 
+@pytest.fixture(params=["keras", "onnx without TensorFlow"])
+def real_server(request):
+    """Each real server: Keras in this environment, and the light environment's on the exports."""
+    return request.getfixturevalue("server" if request.param == "keras" else "light_server")
+
+
 @pytest.mark.integration                # its own process: `python -m digits.server`
-def test_the_real_server_survives_bad_input(server_url, digit):
+def test_the_real_server_survives_bad_input(real_server, digit):
     data, label, _ = digit
-    with httpx.Client(base_url=server_url, timeout=30) as http:
+    with httpx.Client(base_url=real_server[1], timeout=30) as http:
         for case in ("not an image", "over the size limit", "empty drawing", "wrong content type", "too few pixels"):
             kwargs, status, message = BAD[case]
             r = http.post("/predict", **kwargs)
@@ -183,9 +180,9 @@ def test_images_are_decoded_and_preprocessed_two_at_a_time(client, digit, monkey
 
 
 @pytest.mark.integration                # the real server, its own process, under a bounded hostile burst
-def test_a_hostile_burst_gets_4xx_json_while_health_answers_and_memory_stays_bounded(server, digit):
+def test_a_hostile_burst_gets_4xx_json_while_health_answers_and_memory_stays_bounded(real_server, digit):
     from probes.hostile import hostile_burst
-    proc, url = server
+    proc, url = real_server
     data, label, _ = digit
     result = hostile_burst(url, proc.pid, uploads=32, at_once=8, valid=data)
     answers = result["answers"]

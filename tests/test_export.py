@@ -8,38 +8,20 @@ import subprocess
 import sys
 
 import numpy as np
-import pandas as pd
 import pytest
-import yaml
 
 from conftest import ROOT
 from digits import formats, paths
 from digits.io import sha256
-from tasks import export, ingest
-
-IMAGES = 200              # test images of the stage's parity check here (the pipeline uses all of them)
-
-
-def make_inputs(root, digit_model, mnist) -> None:
-    """params.yaml with one member, "small" (the session's model), TTA shift; its model; test.parquet."""
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["ensemble"] = {"members": {"small": {"preset": "quick", "seed": 0}}, "tta": ["shift"]}
-    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    (root / "models").mkdir()
-    shutil.copy(digit_model, root / "models" / "small.keras")
-    (root / paths.TEST_PARQUET).parent.mkdir(parents=True)
-    pd.DataFrame(ingest.pixel_columns(mnist[2][:IMAGES])).to_parquet(root / paths.TEST_PARQUET, index=False)
+from model_fixture import EXPORT_IMAGES as IMAGES
+from model_fixture import make_export_inputs as make_inputs
+from tasks import export
 
 
 @pytest.fixture(scope="module")
-def repo(digit_model, mnist, tmp_path_factory):
-    """A repository after the export stage ran on it."""
-    root = tmp_path_factory.mktemp("export-repo")
-    make_inputs(root, digit_model, mnist)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        export.main()
-    return root
+def repo(exported_repo):
+    """A repository after the export stage ran on it (shared with the light server's tests)."""
+    return exported_repo
 
 
 @pytest.fixture(scope="module")

@@ -2,22 +2,15 @@
 page's files, and its commands work there from any directory; the stages and flows run from the
 repository and are never installed under their generic names."""
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
 
-from conftest import ROOT
+from model_fixture import build_wheel
 
 
 def test_the_wheel_holds_only_the_digits_package_and_its_commands_run_from_it(tmp_path):
-    source = tmp_path / "source"                        # a copy: building writes build/ beside the code
-    shutil.copytree(ROOT / "digits", source / "digits", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "LICENSE"):
-        shutil.copy(ROOT / name, source / name)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(tmp_path / "wheel"), str(source)], check=True, capture_output=True)
-    [wheel] = (tmp_path / "wheel").glob("*.whl")
+    wheel = build_wheel(tmp_path)
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top == {"digits"}, names
