@@ -25,7 +25,7 @@ def _worst(model: dict, n: int = WORST) -> str:
 def render(p: params_mod.Params, ev: dict, score: dict | None, trained: dict, robust: dict | None,
            exports: dict | None) -> str:
     """Markdown of the card. `trained` is {member: its train figures}; `exports` the export stage's
-    details ({member: {format: figures}}), None where the run has none."""
+    details ({"images": N, "members": {member: {format: figures}}}), None where the run has none."""
     parts = ["# Model card: digit recognizer", ""]
     members = ", ".join(f"{name} (preset {m['preset']}, seed {m['seed']})" for name, m in trained.items())
     first = next(iter(trained.values()))
@@ -83,9 +83,9 @@ def render(p: params_mod.Params, ev: dict, score: dict | None, trained: dict, ro
               "recognized less well than the figures above suggest.", ""]
     if exports:
         rows = [[name, fmt, f["file"], f"{f['bytes']:,}", f"`{f['sha256']}`", f"{f['max_abs_difference']:.1e}"]
-                for name, formats in exports.items() for fmt, f in formats.items()]
-        parts += ["## Exports", "", "Each checked against the Keras model on every test image in a fresh process; "
-                  "largest probability difference shown.", "",
+                for name, formats in exports["members"].items() for fmt, f in formats.items()]
+        parts += ["## Exports", "", f"Each checked against the Keras model on all {exports['images']:,} test images in "
+                  "a fresh process (same answers, probabilities within the tolerance); largest difference shown.", "",
                   table(["member", "format", "file", "bytes", "sha256", "max difference"], rows), ""]
     else:
         parts += ["## Exports", "", "None in this run.", ""]

@@ -259,14 +259,15 @@ def test_the_model_card_names_the_figures_of_the_run_it_describes(tmp_path, monk
     robust = lambda accs: {"clean": 0.99, "mean_corrupted": 0.97, "corruptions": accs}
     robustness = {"images": 2000, "models": {"cnn": robust({"fog": 0.99, "zigzag": 0.91, "rotate": 0.97, "stripe": 0.95})},
                   "recognizer": {"images": 1000, "models": {"cnn": robust({"fog": 0.98, "zigzag": 0.92, "rotate": 0.96})}}}
-    exports = {"quick-42": {"onnx": {"file": "quick-42/model.onnx", "bytes": 1_234_567, "sha256": "ab" * 32,
-                                     "max_abs_difference": 7.2e-7}}}
+    exports = {"images": 28_000, "members": {"quick-42": {"onnx": {
+        "file": "quick-42/model.onnx", "bytes": 1_234_567, "sha256": "ab" * 32, "max_abs_difference": 7.2e-7}}}}
     score_metrics = {"answer_key": True, "test_accuracy": 0.996, "test_errors": 40, "test_n": 10000}
     text = model_card.render(p, ev, score_metrics, report.members(ev), robustness, exports)
     t = tables(text)
     assert ["validation accuracy", "0.9952 (29 errors of 6,000)"] in t["Figures"]
     assert ["answer-key accuracy (held out, never used to choose)", "0.9960 (40 errors of 10,000)"] in t["Figures"]
     assert ["robustness, recognizer path (1,000 images as PNG files)", "mean 0.9700, clean 0.9900"] in t["Figures"]
+    assert "on all 28,000 test images" in text
     assert t["Exports"][1] == ["quick-42", "onnx", "quick-42/model.onnx", "1,234,567", f"`{'ab' * 32}`", "7.2e-07"]
     assert "- Most confused (validation, actual -> predicted): 4 -> 9 (7), 7 -> 2 (5), 3 -> 5 (1)" in text
     assert "- Worst corruptions, model path: zigzag 91.0%, stripe 95.0%, rotate 97.0%" in text
