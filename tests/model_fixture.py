@@ -106,6 +106,15 @@ def start_server(model: Path | None, feedback_db: str, timeout: float = 120.0, c
     raise AssertionError(f"python -m digits.server did not answer /health within {timeout:.0f} s")
 
 
+def stop(proc: subprocess.Popen) -> None:
+    """End a server started by start_server: SIGTERM, then SIGKILL after 20 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 @pytest.fixture(scope="session")
 def feedback_db(tmp_path_factory) -> str:
     """The SQLAlchemy URL of the real server's feedback store (a SQLite file in a temporary folder)."""
@@ -117,11 +126,7 @@ def server(digit_model, feedback_db):
     """The real server (uvicorn, its own process) serving the session's model: (process, base URL)."""
     proc, url = start_server(digit_model, feedback_db)
     yield proc, url
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop(proc)
 
 
 @pytest.fixture(scope="session")
@@ -139,11 +144,7 @@ def light_server(light_python, exported_repo, tmp_path_factory):
     db = f"sqlite:///{tmp_path_factory.mktemp('light-feedback') / 'feedback.db'}"
     proc, url = start_server(None, db, cwd=deploy, args=("--runtime", "onnx"), python=light_python)
     yield proc, url
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop(proc)
 
 
 @pytest.fixture(scope="session")

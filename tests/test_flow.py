@@ -597,7 +597,8 @@ def test_a_remote_member_past_its_deadline_is_cancelled_and_fails_naming_it(pref
         flow_id = client.create_flow_from_name("digits-train-remote")
         deployment_id = client.create_deployment(flow_id=flow_id, name="no-worker")
     with pytest.raises(StageFailed, match=r"train@quick-7: flow run \S+ of digits-train-remote/no-worker did "
-                                          r"not finish within member_timeout_seconds=1 s \(it was Scheduled\); cancelled it"):
+                                          r"not finish within 1 s \(attempt 1; member_timeout_seconds=1 s, doubled on "
+                                          r"each retry; it was Scheduled\); cancelled it"):
         remote_train.run_member("digits-train-remote/no-worker", "train@quick-7", {"stage": "train@quick-7"}, 1)
     with get_client(sync_client=True) as client:
         [left] = client.read_flow_runs(flow_run_filter=FlowRunFilter(
