@@ -28,6 +28,14 @@ def concurrently(work, n: int) -> float:
     return time.perf_counter() - t0
 
 
+def free_port() -> int:
+    """A TCP port on localhost that nothing listens on now."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def machine() -> str:
     """The machine every table names: CPU model, vector extensions, cores, Python."""
     from tasks.machine import describe

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import ROOT, machine, merge_rows, table
+from bench import ROOT, free_port, machine, merge_rows, table
 from bench.serve import percentiles
 from probes.render import drawn_digit
 
@@ -66,15 +66,10 @@ def bench_predict(n: int) -> list:
 
 
 def serve_once(runtime: str, requests: int) -> dict:
-    import socket
-
     import httpx
     import psutil
     python = LIGHT if runtime != "keras" and LIGHT.exists() else Path(sys.executable)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    image = drawn_digit()
+    port, image = free_port(), drawn_digit()
     env = os.environ | {"DIGITS_FEEDBACK_DB": "sqlite:///:memory:"}
     env = {k: v for k, v in env.items() if k != "PYTHONPATH"} if python == LIGHT else env | {"PYTHONPATH": str(ROOT)}
     t0 = time.perf_counter()
@@ -102,7 +97,8 @@ def serve_once(runtime: str, requests: int) -> dict:
         proc.terminate()
         proc.wait(timeout=30)
     p50, p95 = percentiles(seconds)
-    return {"part": "server", "runtime": runtime, "environment": "light" if python == LIGHT else "full",
+    environment = "light" if python == LIGHT else "full" if runtime == "keras" else "full (no .venv-serve)"
+    return {"part": "server", "runtime": runtime, "environment": environment,
             "first_answer_seconds": round(first, 2), "rss_mb": round(rss / 1e6), "p50_ms": float(p50),
             "p95_ms": float(p95), "requests": requests}
 
@@ -111,9 +107,8 @@ def bench_server(requests: int) -> list:
     rows = [serve_once(runtime, requests) for runtime in RUNTIMES]
     table(f"python -m digits.server per runtime, {requests} sequential uploads of one drawing ({machine()})",
           ["runtime", "environment", "start to first answer s", "RSS MB", "p50 ms", "p95 ms"],
-          [[r["runtime"], r["environment"] + ("" if r["environment"] == "light" or r["runtime"] == "keras"
-                                              else " (no .venv-serve)"),
-            r["first_answer_seconds"], r["rss_mb"], r["p50_ms"], r["p95_ms"]] for r in rows])
+          [[r["runtime"], r["environment"], r["first_answer_seconds"], r["rss_mb"], r["p50_ms"], r["p95_ms"]]
+           for r in rows])
     print("targets for onnx without TensorFlow: at most 200 MB after the first answer, at most 2 s to it")
     return rows
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import ROOT, concurrently, machine, table
+from bench import ROOT, concurrently, free_port, machine, table
 from probes.hostile import hostile_burst
 from probes.render import drawn_digit
 
@@ -75,10 +75,7 @@ class Server:
     """`python -m digits.server` on a free port, for the length of a with block."""
 
     def __init__(self, model_path: Path):
-        import socket
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.model_path = model_path
 
