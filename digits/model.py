@@ -18,12 +18,13 @@ def build(arch: Arch, augment: Augment, seed: int) -> keras.Model:
     Training-only augmentation (geometry, then degradations), then the level normalization that
     every caller gets: evaluate, predict, the robustness stage, the CLI and the API.
     """
+    # The image layers compute in float32 under any precision policy: the first conv casts.
     stack = [keras.Input((28, 28, 1), dtype="uint8", name="image"),
-             layers.Rescaling(1.0 / 255.0, name="scale"),
+             layers.Rescaling(1.0 / 255.0, dtype="float32", name="scale"),
              RandomAffine(augment.rotation, augment.zoom, augment.shift, seed=seed, elastic=augment.elastic,
-                          name="augment"),
-             RandomDegrade(augment.degrade, seed=seed + 1, name="degrade"),
-             LevelNormalize(name="levels")]
+                          dtype="float32", name="augment"),
+             RandomDegrade(augment.degrade, seed=seed + 1, dtype="float32", name="degrade"),
+             LevelNormalize(dtype="float32", name="levels")]
     for b, (width, kernel, convs) in enumerate(zip(arch.widths, arch.kernels, arch.convs), start=1):
         for c in range(1, convs + 1):
             stack.append(layers.Conv2D(width, kernel, padding=arch.padding, use_bias=not arch.batch_norm,

@@ -9,9 +9,12 @@ overhead goes. To re-measure on another machine, change the "cpu" plan below and
 images/s and CPU seconds that `make bench` prints. On the CPU, TensorFlow's oneDNN kernels are
 switched on or off per CPU kind by what measured faster (set_onednn, before TensorFlow is imported).
 """
+import dataclasses
 import os
 import sys
+import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 from digits.params import ParamsError
 
@@ -19,11 +22,10 @@ from digits.params import ParamsError
 # (tensorflow/core/util/port.cc); elsewhere (AVX2-only CPUs) it trains on Eigen's kernels.
 ONEDNN_BY_DEFAULT = {"avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile"}
 # Which setting trained the quick preset faster, per CPU kind, measured by `python -m bench.onednn`
-# (bench/results/onednn.json, docs/benchmarks.md); a kind not here keeps TensorFlow's default.
-# avx512: on, 1.71x the images/s of off (2-core Xeon with AVX-512/AMX). avx2: on, 1.36x, measured on
-# that Xeon with oneDNN limited to AVX2 instructions (ONEDNN_MAX_CPU_ISA=AVX2; TensorFlow's Eigen
-# kernels are one build for every x86 CPU): re-run the benchmark on an AVX2-only CPU to confirm.
-ONEDNN_FASTER = {"avx512": True, "avx2": True}
+# on real machines of that kind (bench/results/onednn.json, docs/benchmarks.md); a kind not here
+# keeps TensorFlow's default. avx512: on (2-core Xeon with AMX, 1.64x the images/s of off with the
+# workers pinned; Zen 4 EPYC, 1.37x). avx2: not measured here (TensorFlow's default: off).
+ONEDNN_FASTER = {"avx512": True}
 ONEDNN_ENV = "DIGITS_ONEDNN"          # auto (the table above), on or off
 
 
@@ -83,6 +85,65 @@ def onednn_line() -> str:
     return f"oneDNN: {'on' if _pywrap_util_port.IsMklEnabled() else 'off'} (TensorFlow's setting)"
 
 
+# Keras's precision on the CPU, per bf16 hardware (bf16_kind), measured by `python -m bench.onednn`
+# and the full quick recipe (docs/benchmarks.md); a kind not here trains in float32.
+# amx: mixed_bfloat16 (2-core Xeon with AMX). avx512_bf16 without AMX (Zen 4): not measured.
+BF16_FASTER = {"amx": True}
+PRECISION_ENV = "DIGITS_PRECISION"    # auto (the table above), float32 or mixed_bfloat16
+
+
+def bf16_kind(flags: set) -> str:
+    return "amx" if "amx_bf16" in flags else "avx512_bf16" if "avx512_bf16" in flags else "none"
+
+
+def cpu_precision(flags: set, preference: str = "auto", faster: dict | None = None) -> str:
+    """The Keras dtype policy for training on a CPU with these flags: as configured, or for
+    "auto" mixed_bfloat16 where BF16_FASTER says so for this CPU's bf16 hardware, else float32."""
+    if preference in ("float32", "mixed_bfloat16"):
+        return preference
+    if preference != "auto":
+        raise ParamsError(f"${PRECISION_ENV}: {preference!r} is not auto, float32 or mixed_bfloat16")
+    faster = BF16_FASTER if faster is None else faster
+    return "mixed_bfloat16" if faster.get(bf16_kind(flags)) else "float32"
+
+
+def thread_ticks(pid: int | None = None) -> dict[int, int]:
+    """CPU time (user + system, clock ticks) of each thread of a process, from /proc."""
+    ticks = {}
+    for stat in Path(f"/proc/{pid or os.getpid()}/task").glob("*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:                   # the thread ended
+            continue
+        ticks[int(stat.parent.name)] = int(fields[11]) + int(fields[12])
+    return ticks
+
+
+def spread_plan(ticks: dict[int, int], main: int, cpus: list[int]) -> dict[int, int]:
+    """{thread: cpu}: the len(cpus) busiest threads other than `main`, one per CPU."""
+    busiest = sorted((t for t in ticks if t != main), key=lambda t: (-ticks[t], t))[:len(cpus)]
+    return {t: cpus[i] for i, t in enumerate(busiest) if ticks[t] > 0}
+
+
+def spread_workers() -> str:
+    """Pin TensorFlow's busiest worker threads (its intra-op pool, which runs the oneDNN kernels)
+    one per CPU this process may use; call it after a few training steps. Linux's scheduler tends
+    to keep the pool's short, frequent tasks on the CPU that woke them, so two workers share one
+    core for a whole run (on a 2-core machine, half the speed: docs/benchmarks.md)."""
+    if not hasattr(os, "sched_setaffinity"):
+        return "threads: not pinned (no sched_setaffinity here)"
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return "threads: not pinned (one CPU)"
+    plan = spread_plan(thread_ticks(), threading.get_native_id(), cpus)
+    for thread, cpu in plan.items():
+        try:
+            os.sched_setaffinity(thread, {cpu})
+        except OSError:                   # the thread ended meanwhile
+            pass
+    return f"threads: {len(plan)} busiest workers pinned one per CPU ({', '.join(map(str, cpus))})"
+
+
 @dataclass(frozen=True)
 class Plan:
     device: str            # "cpu", "gpu" or "gpus"
@@ -90,6 +151,7 @@ class Plan:
     precision: str         # Keras dtype policy
     jit_compile: bool      # XLA
     steps_per_execution: int = 16
+    spread_threads: bool = False  # spread_workers() once training runs
 
     def describe(self, n_gpus: int, onednn: str = "") -> str:
         where = "CPU" if n_gpus == 0 else f"{n_gpus} GPU" + ("s" if n_gpus > 1 else "")
@@ -99,14 +161,22 @@ class Plan:
 
 
 PLANS = {
-    "cpu": Plan("cpu", "default", "float32", False),
+    "cpu": Plan("cpu", "default", "float32", False, spread_threads=True),
     "gpu": Plan("gpu", "default", "mixed_float16", True),
     "gpus": Plan("gpus", "mirrored", "mixed_float16", True),
 }
 
 
-def plan_for(n_gpus: int) -> Plan:
-    return PLANS["cpu" if n_gpus == 0 else "gpu" if n_gpus == 1 else "gpus"]
+def plan_for(n_gpus: int, flags: set | None = None, environ=os.environ) -> Plan:
+    """The plan for this many GPUs; on the CPU its precision is cpu_precision's for these
+    /proc/cpuinfo flags (default: this machine's) and $DIGITS_PRECISION (default auto)."""
+    plan = PLANS["cpu" if n_gpus == 0 else "gpu" if n_gpus == 1 else "gpus"]
+    if n_gpus:
+        return plan
+    if flags is None:
+        from tasks import machine
+        flags = machine.cpu_flags()
+    return dataclasses.replace(plan, precision=cpu_precision(flags, environ.get(PRECISION_ENV, "auto")))
 
 
 def count_gpus() -> int:

@@ -32,7 +32,7 @@ from tasks import device
 
 STATE = "state.json"
 # what metrics/members/<member>.json keeps: the figures compared across experiments and machines
-HEADLINE = ("val_accuracy", "epochs", "train_seconds", "images_per_second", "device", "machine")
+HEADLINE = ("val_accuracy", "epochs", "train_seconds", "train_cpu_seconds", "images_per_second", "device", "machine")
 
 
 def fingerprint(cfg: Preset, seed: int, data_files) -> str:
@@ -125,7 +125,7 @@ class Checkpoint:
                 f.unlink()
 
 
-def callbacks(ckpt: Checkpoint, cfg: Preset, live):
+def callbacks(ckpt: Checkpoint, cfg: Preset, live, spread_threads: bool = False):
     import keras
     from dvclive.keras import DVCLiveCallback
 
@@ -153,7 +153,16 @@ def callbacks(ckpt: Checkpoint, cfg: Preset, live):
             clean = epoch >= cfg.epochs - cfg.augment.clean_epochs
             self.model.get_layer("degrade").strength.assign(0.0 if clean else 1.0)
 
-    return [c for c in (plateau, CleanTail(), Save(), DVCLiveCallback(live=live)) if c is not None]
+    class Spread(keras.callbacks.Callback):
+        """Once the first steps have run, pin the busiest worker threads one per CPU."""
+
+        def on_train_batch_end(self, batch, logs=None):
+            if not getattr(self, "done", False):
+                self.done = True
+                print(device.spread_workers(), flush=True)
+
+    spread = Spread() if spread_threads else None
+    return [c for c in (plateau, CleanTail(), Save(), DVCLiveCallback(live=live), spread) if c is not None]
 
 
 def relog(live_dir: Path, history: list) -> None:
@@ -173,7 +182,17 @@ def relog(live_dir: Path, history: list) -> None:
 
 def train(cfg: Preset, seed: int, train_frame: pd.DataFrame, val_frame: pd.DataFrame, fp: str,
           ckpt_dir: Path = paths.CHECKPOINT_DIR, live_dir: Path = paths.DVCLIVE_DIR, verbose=None):
-    """Train (or resume, or skip if finished); return (best model, metrics dict, state)."""
+    """Train (or resume, or skip if finished); return (best model, metrics dict, state). The plan's
+    precision policy holds while the model is built and trained; the caller's comes back after."""
+    import keras
+    previous = keras.config.dtype_policy()
+    try:
+        return _train(cfg, seed, train_frame, val_frame, fp, ckpt_dir, live_dir, verbose)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _train(cfg, seed, train_frame, val_frame, fp, ckpt_dir, live_dir, verbose):
     import keras
     from dvclive import Live
 
@@ -214,7 +233,7 @@ def train(cfg: Preset, seed: int, train_frame: pd.DataFrame, val_frame: pd.DataF
             live.step = ckpt.state["epoch"]
             model.fit(x, onehot(y), batch_size=cfg.batch_size, epochs=cfg.epochs,
                       initial_epoch=ckpt.state["epoch"], validation_data=(xv, onehot(yv)), shuffle=True,
-                      callbacks=callbacks(ckpt, cfg, live),
+                      callbacks=callbacks(ckpt, cfg, live, plan.spread_threads),
                       verbose=verbose if verbose is not None else (1 if sys.stdout.isatty() else 2))
     else:
         print(f"already trained: {ckpt.state['epoch']} epochs, checkpoint matches; not retraining", flush=True)

@@ -193,7 +193,7 @@ def test_intake_rows_train_the_member_and_never_reach_the_validation_split(works
             def save(self, path):
                 path.write_bytes(b"model")
         metrics = {"val_accuracy": 0.5, "best_epoch": 1, "epochs": 1, "train_seconds": 1.0,
-                   "images_per_second": 1.0, "device": "cpu"}
+                   "train_cpu_seconds": 1.5, "images_per_second": 1.0, "device": "cpu"}
         return Model(), metrics, {"epoch": 0}
 
     monkeypatch.setattr(train, "train", fake_train)

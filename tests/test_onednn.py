@@ -29,21 +29,49 @@ def test_auto_takes_the_measured_faster_setting_of_the_cpu_kind(flags, faster, e
     assert device.onednn_choice(flags, "auto", faster) == expected
 
 
-def test_the_shipped_table_turns_onednn_on_where_the_benchmark_measured_it_faster():
-    """tasks/device.py's ONEDNN_FASTER, not a table of the test's own: on for AVX-512 (faster on
-    every machine in bench/results/onednn.json) and for AVX2 (faster on the Xeon limited to AVX2)."""
-    measured = {}                                    # kind -> {machine: oneDNN faster?}
+def test_the_shipped_tables_follow_the_benchmark_rows_of_real_machines():
+    """tasks/device.py's ONEDNN_FASTER and BF16_FASTER, not tables of the test's own: oneDNN on for
+    AVX-512 (faster on every machine in bench/results/onednn.json), AVX2 left to TensorFlow (no
+    AVX2-only machine there), mixed_bfloat16 on AMX (faster on the AMX machine)."""
+    measured = {}                                    # kind -> {machine: faster?}
     for machine, result in json.loads((ROOT / "bench/results/onednn.json").read_text()).items():
-        for kind, faster in result["oneDNN faster"].items():
-            measured.setdefault(kind.split()[0], {})[machine] = faster
-    assert device.ONEDNN_FASTER == {"avx512": True, "avx2": True}
-    assert set(measured["avx512"].values()) == {True}
-    # the AVX2 entry follows the Xeon's measurement (the Zen 4 EPYC's AVX2-limited run was slower)
-    assert [faster for machine, faster in measured["avx2"].items() if "Xeon" in machine] == [True]
+        for kind, faster in (result.get("faster") or {f"oneDNN, {k}": v for k, v in result["oneDNN faster"].items()
+                                                     if "limited" not in k}).items():
+            measured.setdefault(kind, {})[machine] = faster
+    assert device.ONEDNN_FASTER == {"avx512": True} and set(measured["oneDNN, avx512"].values()) == {True}
+    assert "oneDNN, avx2" not in measured
+    assert device.BF16_FASTER == {"amx": True} and set(measured["mixed_bfloat16, amx"].values()) == {True}
     assert device.onednn_choice(ZEN4) == (True, "measured faster on AVX-512")
     assert device.onednn_choice(SKYLAKE) == (True, "measured faster on AVX-512")   # TensorFlow alone: off
-    assert device.onednn_choice(AVX2) == (True, "measured faster on AVX2")         # TensorFlow alone: off
+    assert device.onednn_choice(AVX2) == (False, "TensorFlow's default on avx2 (not measured)")
     assert device.onednn_choice({"sse4_2"}) == (False, "TensorFlow's default on other (not measured)")
+    assert device.cpu_precision(ZEN4 | {"amx_bf16", "amx_tile"}) == "mixed_bfloat16"
+    assert device.cpu_precision(ZEN4) == "float32"                                 # avx512_bf16 alone: not measured
+    assert device.cpu_precision(AVX2) == "float32"
+
+
+def test_a_configured_precision_wins_and_a_wrong_one_names_the_variable():
+    assert device.cpu_precision(AVX2, "mixed_bfloat16") == "mixed_bfloat16"
+    assert device.cpu_precision(AVX2 | {"amx_bf16"}, "float32") == "float32"
+    assert device.plan_for(0, AVX2 | {"amx_bf16"}, {}).precision == "mixed_bfloat16"
+    assert device.plan_for(0, AVX2 | {"amx_bf16"}, {"DIGITS_PRECISION": "float32"}).precision == "float32"
+    with pytest.raises(ParamsError, match="DIGITS_PRECISION.*'half'"):
+        device.cpu_precision(AVX2, "half")
+
+
+def test_spread_plan_pins_the_busiest_workers_one_per_cpu_never_the_caller():
+    ticks = {10: 900, 11: 500, 12: 480, 13: 60, 14: 0}
+    assert device.spread_plan(ticks, main=10, cpus=[0, 1]) == {11: 0, 12: 1}
+    assert device.spread_plan(ticks, main=11, cpus=[2, 5, 7]) == {10: 2, 12: 5, 13: 7}
+    assert device.spread_plan({10: 5, 14: 0}, main=10, cpus=[0, 1]) == {}     # idle threads stay free
+
+
+def test_thread_ticks_reads_this_process_threads():
+    import os
+    import threading
+    ticks = device.thread_ticks()
+    assert threading.get_native_id() in ticks and os.getpid() in ticks
+    assert all(isinstance(v, int) and v >= 0 for v in ticks.values())
 
 
 def test_a_configured_preference_wins_and_a_wrong_one_names_the_variable():
@@ -72,9 +100,10 @@ def test_the_switch_reaches_tensorflow_and_the_device_line():
     code = ("import os; from tasks import device; os.environ['DIGITS_ONEDNN'] = '{pref}'; line = device.set_onednn(); "
             "from tensorflow.python.util import _pywrap_util_port as p; "
             "print(p.IsMklEnabled(), '|', device.plan_for(0).describe(0, device.onednn_line()))")
-    for pref, on in (("off", False), ("on", True)):
-        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    for pref, on, precision in (("off", False, "float32"), ("on", True, "mixed_bfloat16")):
+        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3",
+               "DIGITS_PRECISION": precision}
         out = subprocess.run([sys.executable, "-c", code.format(pref=pref)], cwd=ROOT, env=env, check=True,
                              capture_output=True, text=True).stdout.strip().splitlines()[-1]
-        assert out == f"{on} | device: CPU; strategy: default; precision: float32; XLA: off; steps per call: 16; " \
+        assert out == f"{on} | device: CPU; strategy: default; precision: {precision}; XLA: off; steps per call: 16; " \
                       f"oneDNN: {'on' if on else 'off'} ($DIGITS_ONEDNN={pref})"

@@ -101,7 +101,7 @@ def test_full_repro_then_compare_branches(tmp_path):
     assert f"**{score['test_accuracy']:.4f}** ({errors} errors of 10000)" in report and "## Confusion matrix" in report
     # `dvc metrics show`: the headline figures only; the details beside them, in git
     shown = json.loads(sh(repo, "dvc", "metrics", "show", "--json").stdout)[""]["data"]
-    member = {"val_accuracy", "epochs", "train_seconds", "images_per_second", "device", "machine"}
+    member = {"val_accuracy", "epochs", "train_seconds", "train_cpu_seconds", "images_per_second", "device", "machine"}
     assert {f: flat_keys(d["data"]) for f, d in shown.items()} == {
         "metrics/evaluate.json": {"accuracy", "errors", "loss", "ensemble.size", "ensemble.accuracy_with_tta",
                                   "calibration.ece", "calibration.temperature"},

@@ -58,7 +58,7 @@ def test_model_maps_uint8_images_to_probabilities():
                                                       (2, "mixed_float16", True)])
 def test_activate_sets_the_precision_and_returns_the_strategy(gpus, policy, mirrored):
     import tensorflow as tf
-    plan = device.plan_for(gpus)
+    plan = device.plan_for(gpus, flags=set())      # no bf16 hardware: float32 on the CPU
     try:
         strategy = device.activate(plan)
         assert keras.config.dtype_policy().name == policy
@@ -240,8 +240,9 @@ def test_killed_training_resumes_from_last_epoch_and_finished_one_is_not_retrain
     metrics = json.loads((ws / "metrics/details/members/quick-42.json").read_text())
     assert (metrics["epochs"], metrics["preset"], metrics["seed"], metrics["member"]) == (4, "quick", 42, "quick-42")
     headline = json.loads((ws / "metrics/members/quick-42.json").read_text())
-    assert headline == {k: metrics[k] for k in ("val_accuracy", "epochs", "train_seconds", "images_per_second",
-                                                "device", "machine")}
+    assert headline == {k: metrics[k] for k in ("val_accuracy", "epochs", "train_seconds", "train_cpu_seconds",
+                                                "images_per_second", "device", "machine")}
+    assert 0 < headline["train_cpu_seconds"]                  # cores busy = train_cpu_seconds / train_seconds
     live = json.loads((ws / "dvclive/quick-42/metrics.json").read_text())
     assert live["step"] == 3                                   # curves continue, not restart
     # the stage time of both runs that trained (the killed one's is lost with it: not in state)
