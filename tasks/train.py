@@ -238,6 +238,12 @@ def _train(cfg, seed, train_frame, val_frame, fp, ckpt_dir, live_dir, verbose):
     else:
         print(f"already trained: {ckpt.state['epoch']} epochs, checkpoint matches; not retraining", flush=True)
     model.load_weights(ckpt.best)
+    if plan.precision != "float32":
+        # What leaves training is float32 (the exports, the server and every CPU take it); under a
+        # mixed policy the weights are float32 already.
+        keras.config.set_dtype_policy("float32")
+        trained, model = model, model_mod.build(cfg.arch, cfg.augment, seed)
+        model.set_weights(trained.get_weights())
     best = ckpt.state["history"][ckpt.state["best_epoch"] - 1]
     seconds = ckpt.state["train_seconds"]
     metrics = {

@@ -100,6 +100,25 @@ def test_train_writes_metrics_and_a_model_that_reloads(tmp_path, mnist):
     assert np.allclose(again.predict(x, verbose=0), m.predict(x, verbose=0), atol=1e-6)
 
 
+def test_a_bfloat16_run_trains_mixed_and_hands_back_a_float32_model(tmp_path, monkeypatch, mnist):
+    import keras
+    tr, va = frames(mnist, 300)
+    monkeypatch.setenv("DIGITS_PRECISION", "mixed_bfloat16")
+    m, metrics, state = train.train(tiny(), 0, tr, va, "fp", tmp_path / "ck", tmp_path / "live", verbose=0)
+    assert "precision: mixed_bfloat16" in metrics["device"]
+    trained = model.load(tmp_path / "ck" / state["last"])                 # the checkpoint: as trained
+    trained.load_weights(tmp_path / "ck" / state["best"])
+    assert trained.get_layer("probabilities").dtype_policy.name == "float32"
+    assert {l.dtype_policy.name for l in trained.layers if l.name.startswith("conv")} == {"mixed_bfloat16"}
+    assert {l.dtype_policy.name for l in m.layers} == {"float32"}          # what leaves training
+    assert keras.config.dtype_policy().name == "float32"                  # the caller's policy is back
+    x, _ = to_images(va)
+    p32, p16 = m.predict(x, verbose=0), trained.predict(x, verbose=0)
+    assert p32.dtype == np.float32 and p32.shape == (len(x), 10)
+    assert np.abs(p32 - p16).max() < 0.05                                 # the same weights, finer arithmetic
+    assert (p32.argmax(1) == p16.argmax(1)).mean() > 0.95
+
+
 class Killed(Exception):
     """Stands for a SIGKILL at one point of a checkpoint save (raised by a patched writer)."""
 
