@@ -42,7 +42,8 @@ def parts(cfg):
             return degrade._outline(x, m) if name == "outline" else getattr(degrade, "_" + name)(x, k, m)
         return run
 
-    fns = {"affine (rotation, zoom, shift)": lambda x: affine(x, training=True),
+    fns = {"a call that does nothing (x + 0)": lambda x: x + 0.0,
+           "affine (rotation, zoom, shift)": lambda x: affine(x, training=True),
            "degrade, all of it": lambda x: degrade(x, training=True)}
     fns |= {f"degrade: {name}": family(name) for name in ("outline", "marks", "blur", "photometric", "noise")}
     fns["level normalize"] = levels

@@ -18,19 +18,30 @@ undegraded images (tasks/train.py switches it), without rebuilding or retracing 
 import math
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 SIDE = 28
 BLUR_SIGMAS = (1.0, 2.2)          # blur width is drawn in 0..2.2 px and blended between these
 
 
-def _gaussian_blur(x, sigma: float):
-    """Separable Gaussian blur of [n, 28, 28, 1] (zeros beyond the frame)."""
+def _blur_matrix(sigma: float) -> np.ndarray:
+    """[28, 28] B with B @ column = the column blurred by a normalized Gaussian of `sigma` px,
+    zeros beyond the frame (a "same" convolution with 2 * ceil(3 sigma) + 1 taps)."""
     radius = int(math.ceil(3 * sigma))
-    taps = [math.exp(-(i * i) / (2 * sigma * sigma)) for i in range(-radius, radius + 1)]
-    row = ops.convert_to_tensor([t / sum(taps) for t in taps], "float32")
-    x = ops.conv(x, ops.reshape(row, (-1, 1, 1, 1)), padding="same")
-    return ops.conv(x, ops.reshape(row, (1, -1, 1, 1)), padding="same")
+    taps = np.exp(-np.arange(-radius, radius + 1) ** 2 / (2 * sigma * sigma))
+    offset = np.arange(SIDE)[None, :] - np.arange(SIDE)[:, None] + radius        # j - i + radius
+    return np.where(np.abs(offset - radius) <= radius, (taps / taps.sum())[np.clip(offset, 0, 2 * radius)],
+                    0.0).astype("float32")
+
+
+def _gaussian_blurs(x, sigmas):
+    """[n, 28, 28, 1] blurred by each of `sigmas`: a list of [n, 28, 28, 1]. Separable, as matrix
+    products on both sides (B x B^T), one product per side for all sigmas together."""
+    b = ops.convert_to_tensor(np.stack([_blur_matrix(s) for s in sigmas]))        # [s, 28, 28]
+    rows = ops.einsum("sij,njk->nsik", b, x[..., 0])                               # along each column
+    both = ops.einsum("nsik,slk->nsil", rows, b)                                   # along each row
+    return [both[:, i, :, :, None] for i in range(len(sigmas))]
 
 
 def _grid():
@@ -197,7 +208,7 @@ class RandomDegrade(layers.Layer):
 
     def _blur(self, x, n, m):
         s = ops.reshape(self._u(n, (), 0.0, BLUR_SIGMAS[1]), (-1, 1, 1, 1))
-        one, two = (_gaussian_blur(x, sigma) for sigma in BLUR_SIGMAS)
+        one, two = _gaussian_blurs(x, BLUR_SIGMAS)
         t = ops.clip(s - 1.0, 0.0, BLUR_SIGMAS[1] - 1.0) / (BLUR_SIGMAS[1] - 1.0)
         blurred = ops.where(s < 1.0, x + s * (one - x), one + t * (two - one))
         return x + m * (blurred - x)

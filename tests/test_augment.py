@@ -124,3 +124,26 @@ def test_the_model_s_answer_ignores_a_brightness_shift_and_a_contrast_change(mni
     np.testing.assert_allclose(predict(brighter), predict(dim), atol=1e-5)   # identical after the layer
     assert (predict(faded).argmax(axis=1) == predict(x).argmax(axis=1)).mean() >= 0.99
     assert (predict(x).argmax(axis=1) == mnist[3][:200]).mean() >= 0.95     # and the answers are right
+
+
+def test_the_blurs_are_the_separable_gaussian_convolutions_zero_beyond_the_frame(mnist):
+    """Matrix products on both sides give what a 'same' convolution with the normalized taps gives."""
+    x = images(mnist, 8)
+    got = augment._gaussian_blurs(x, augment.BLUR_SIGMAS)
+    for sigma, blurred in zip(augment.BLUR_SIGMAS, got):
+        radius = int(np.ceil(3 * sigma))
+        taps = np.exp(-np.arange(-radius, radius + 1) ** 2 / (2 * sigma ** 2))
+        taps /= taps.sum()
+        padded = np.pad(x[..., 0], ((0, 0), (radius, radius), (radius, radius)))
+        rows = sum(t * padded[:, i:i + 28, :] for i, t in enumerate(taps))
+        want = sum(t * rows[:, :, i:i + 28] for i, t in enumerate(taps))
+        assert numpy(blurred).shape == x.shape
+        np.testing.assert_allclose(numpy(blurred)[..., 0], want, atol=1e-5)
+    dot = np.zeros((1, 28, 28, 1), "float32")
+    dot[0, 14, 14, 0] = 1.0
+    one, two = (numpy(b)[0, ..., 0] for b in augment._gaussian_blurs(dot, augment.BLUR_SIGMAS))
+    assert abs(one.sum() - 1) < 1e-5 and abs(two.sum() - 1) < 1e-5            # ink kept away from the border
+    assert two.max() < one.max() < 1 and one[14, 14] == one.max()              # wider spreads further
+    corner = np.zeros((1, 28, 28, 1), "float32")
+    corner[0, 0, 0, 0] = 1.0
+    assert numpy(augment._gaussian_blurs(corner, (2.2,))[0]).sum() < 0.5       # what falls outside is lost
