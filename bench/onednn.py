@@ -103,7 +103,8 @@ def main() -> None:
     ips = lambda s: best[s]["images_per_second"]
     faster = {"oneDNN, " + device.cpu_kind(flags): ips("on, threads pinned") > ips("off, threads pinned")}
     if "on, threads pinned, mixed_bfloat16" in best:
-        faster["mixed_bfloat16, " + device.bf16_kind(flags)] = ips("on, threads pinned, mixed_bfloat16") > ips("on, threads pinned")
+        bf16 = ips("on, threads pinned, mixed_bfloat16") > ips("on, threads pinned")
+        faster["mixed_bfloat16, " + device.bf16_kind(flags)] = bf16
     doc = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     key = machine() + ("" if args.augment == "full" else f", augment {args.augment}")
     # the full quick recipe's accuracy in mixed_bfloat16 (recorded by hand from a `make repro`) stays

@@ -7,7 +7,8 @@ runs 16 training steps per call into the compiled graph (Keras' steps_per_execut
 machine it cost 5-10% fewer CPU seconds per image than one step per call, as Python's per-step
 overhead goes. To re-measure on another machine, change the "cpu" plan below and compare the
 images/s and CPU seconds that `make bench` prints. On the CPU, TensorFlow's oneDNN kernels are
-switched on or off per CPU kind by what measured faster (set_onednn, before TensorFlow is imported).
+switched on or off per CPU kind by what measured faster (set_onednn, before TensorFlow is imported),
+and Keras's precision chosen per bf16 hardware by speed and accuracy both (cpu_precision).
 """
 import dataclasses
 import os
@@ -127,11 +128,15 @@ def spread_plan(ticks: dict[int, int], main: int, cpus: list[int]) -> dict[int, 
     return {t: cpus[i] for i, t in enumerate(busiest) if ticks[t] > 0}
 
 
+PIN_ENV = "DIGITS_PIN_WORKERS"       # 1: spread_workers() once training runs; 0 (the default): not
+
+
 def spread_workers() -> str:
     """Pin TensorFlow's busiest worker threads (its intra-op pool, which runs the oneDNN kernels)
-    one per CPU this process may use; call it after a few training steps. Linux's scheduler tends
-    to keep the pool's short, frequent tasks on the CPU that woke them, so two workers share one
-    core for a whole run (on a 2-core machine, half the speed: docs/benchmarks.md)."""
+    one per CPU this process may use; call it after a few training steps. A training process on
+    two cores runs either with both pool threads working together or, for minutes at a time, with
+    them taking turns at half the speed; pinning was meant to keep them apart, and measured it
+    does not decide which (docs/benchmarks.md), so it is opt-in ($DIGITS_PIN_WORKERS=1)."""
     if not hasattr(os, "sched_setaffinity"):
         return "threads: not pinned (no sched_setaffinity here)"
     cpus = sorted(os.sched_getaffinity(0))
@@ -163,7 +168,7 @@ class Plan:
 
 
 PLANS = {
-    "cpu": Plan("cpu", "default", "float32", False, spread_threads=True),
+    "cpu": Plan("cpu", "default", "float32", False),
     "gpu": Plan("gpu", "default", "mixed_float16", True),
     "gpus": Plan("gpus", "mirrored", "mixed_float16", True),
 }
@@ -171,14 +176,19 @@ PLANS = {
 
 def plan_for(n_gpus: int, flags: set | None = None, environ=os.environ) -> Plan:
     """The plan for this many GPUs; on the CPU its precision is cpu_precision's for these
-    /proc/cpuinfo flags (default: this machine's) and $DIGITS_PRECISION (default auto)."""
+    /proc/cpuinfo flags (default: this machine's) and $DIGITS_PRECISION (default auto), and its
+    workers are pinned where $DIGITS_PIN_WORKERS is 1."""
     plan = PLANS["cpu" if n_gpus == 0 else "gpu" if n_gpus == 1 else "gpus"]
     if n_gpus:
         return plan
     if flags is None:
         from tasks import machine
         flags = machine.cpu_flags()
-    return dataclasses.replace(plan, precision=cpu_precision(flags, environ.get(PRECISION_ENV, "auto")))
+    pin = environ.get(PIN_ENV, "0")
+    if pin not in ("0", "1"):
+        raise ParamsError(f"${PIN_ENV}: {pin!r} is not 0 or 1")
+    return dataclasses.replace(plan, precision=cpu_precision(flags, environ.get(PRECISION_ENV, "auto")),
+                               spread_threads=pin == "1")
 
 
 def count_gpus() -> int:

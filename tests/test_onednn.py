@@ -62,6 +62,10 @@ def test_a_configured_precision_wins_and_a_wrong_one_names_the_variable():
     assert device.plan_for(0, AVX2 | {"amx_bf16"}, {}).precision == "float32"
     assert device.plan_for(0, AVX2, {"DIGITS_PRECISION": "mixed_bfloat16"}).precision == "mixed_bfloat16"
     assert device.plan_for(1, AVX2, {"DIGITS_PRECISION": "float32"}).precision == "mixed_float16"  # GPUs: their own
+    assert device.plan_for(0, AVX2, {}).spread_threads is False
+    assert device.plan_for(0, AVX2, {"DIGITS_PIN_WORKERS": "1"}).spread_threads is True
+    with pytest.raises(ParamsError, match=r"\$DIGITS_PIN_WORKERS: 'yes' is not 0 or 1"):
+        device.plan_for(0, AVX2, {"DIGITS_PIN_WORKERS": "yes"})
     with pytest.raises(ParamsError, match="DIGITS_PRECISION.*'half'"):
         device.cpu_precision(AVX2, "half")
 

@@ -100,17 +100,41 @@ def test_train_writes_metrics_and_a_model_that_reloads(tmp_path, mnist):
     assert np.allclose(again.predict(x, verbose=0), m.predict(x, verbose=0), atol=1e-6)
 
 
-def test_a_bfloat16_run_trains_mixed_and_hands_back_a_float32_model(tmp_path, monkeypatch, mnist):
+def test_a_bfloat16_run_with_pinned_workers_trains_mixed_and_hands_back_a_float32_model(tmp_path, monkeypatch,
+                                                                                         mnist, capsys):
+    import os
+
     import keras
     tr, va = frames(mnist, 300)
     monkeypatch.setenv("DIGITS_PRECISION", "mixed_bfloat16")
-    m, metrics, state = train.train(tiny(), 0, tr, va, "fp", tmp_path / "ck", tmp_path / "live", verbose=0)
+    monkeypatch.setenv("DIGITS_PIN_WORKERS", "1")
+    cpus, pinned = os.sched_getaffinity(0), {}
+
+    def each_thread(do):
+        for t in device.thread_ticks():
+            try:
+                do(t)
+            except OSError:                                               # it ended meanwhile
+                pass
+    try:
+        m, metrics, state = train.train(tiny(), 0, tr, va, "fp", tmp_path / "ck", tmp_path / "live", verbose=0)
+        each_thread(lambda t: pinned.__setitem__(t, os.sched_getaffinity(t)))
+    finally:                                                              # the next tests get every CPU
+        each_thread(lambda t: os.sched_setaffinity(t, cpus))
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("threads: ")]
+    assert len(said) == 1                                                 # once, after the first step
+    if len(cpus) > 1:
+        n = int(said[0].split()[1])
+        assert said[0] == f"threads: {n} busiest workers pinned one per CPU ({', '.join(map(str, sorted(cpus)))})"
+        assert 1 <= n <= len(cpus) and sum(len(a) == 1 for a in pinned.values()) >= n
+    else:
+        assert said == ["threads: not pinned (one CPU)"]
     assert "precision: mixed_bfloat16" in metrics["device"]
     trained = model.load(tmp_path / "ck" / state["last"])                 # the checkpoint: as trained
     trained.load_weights(tmp_path / "ck" / state["best"])
     assert trained.get_layer("probabilities").dtype_policy.name == "float32"
-    assert {l.dtype_policy.name for l in trained.layers if l.name.startswith("conv")} == {"mixed_bfloat16"}
-    assert {l.dtype_policy.name for l in m.layers} == {"float32"}          # what leaves training
+    assert {layer.dtype_policy.name for layer in trained.layers if layer.name.startswith("conv")} == {"mixed_bfloat16"}
+    assert {layer.dtype_policy.name for layer in m.layers} == {"float32"}          # what leaves training
     assert keras.config.dtype_policy().name == "float32"                  # the caller's policy is back
     x, _ = to_images(va)
     p32, p16 = m.predict(x, verbose=0), trained.predict(x, verbose=0)
