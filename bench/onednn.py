@@ -5,7 +5,7 @@ machine, for the tables in tasks/device.py (ONEDNN_FASTER, BF16_FASTER).
 
 Settings: oneDNN off or on (TensorFlow reads TF_ENABLE_ONEDNN_OPTS when it is imported, so each
 run is a process of its own), TensorFlow's busiest worker threads left to the scheduler or pinned
-one per CPU (tasks.device.spread_workers, as the train stage does), and, on a CPU with bf16
+one per CPU (tasks.device.spread_workers; the train stage's DIGITS_PIN_WORKERS=1), and, on a CPU with bf16
 hardware (AMX or AVX512_BF16), Keras's mixed_bfloat16 policy. Each row: images/s, CPU seconds per
 1,000 images and cores busy (CPU seconds over wall seconds); rounds alternate the order and the
 fastest round of each setting counts. `--augment affine` or `none` drops the degradations or all
@@ -101,7 +101,7 @@ def main() -> None:
                 "all_rounds_images_per_second": [round(r["images_per_second"], 1) for r in runs[s]]}
             for s, b in best.items()}
     ips = lambda s: best[s]["images_per_second"]
-    faster = {"oneDNN, " + device.cpu_kind(flags): ips("on, threads pinned") > ips("off, threads pinned")}
+    faster = {"oneDNN, " + device.cpu_kind(flags): ips("on") > ips("off")}     # as the train stage runs
     if "on, threads pinned, mixed_bfloat16" in best:
         bf16 = ips("on, threads pinned, mixed_bfloat16") > ips("on, threads pinned")
         faster["mixed_bfloat16, " + device.bf16_kind(flags)] = bf16

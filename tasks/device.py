@@ -24,8 +24,8 @@ from digits.params import ParamsError
 ONEDNN_BY_DEFAULT = {"avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile"}
 # Which setting trained the quick preset faster, per CPU kind, measured by `python -m bench.onednn`
 # on real machines of that kind (bench/results/onednn.json, docs/benchmarks.md); a kind not here
-# keeps TensorFlow's default. avx512: on (2-core Xeon with AMX, 1.64x the images/s of off with the
-# workers pinned; Zen 4 EPYC, 1.37x). avx2: not measured here (TensorFlow's default: off).
+# keeps TensorFlow's default. avx512: on (2-core Xeon with AMX, 1.5-1.6x the images/s of off in the
+# best rounds; Zen 4 EPYC, 1.37x). avx2: not measured with this benchmark (TensorFlow's default: off).
 ONEDNN_FASTER = {"avx512": True}
 ONEDNN_ENV = "DIGITS_ONEDNN"          # auto (the table above), on or off
 
@@ -88,7 +88,7 @@ def onednn_line() -> str:
 
 # Keras's precision on the CPU, per bf16 hardware (bf16_kind): mixed_bfloat16 where it trains faster
 # AND the full quick recipe keeps its accuracy (docs/benchmarks.md); a kind not here trains in float32.
-# amx (2-core Xeon with AMX): 21% less CPU per image in `python -m bench.onednn`, but the quick member
+# amx (2-core Xeon with AMX): 19-21% less CPU per image in `python -m bench.onednn`, but the quick member
 # reached 99.40% validation (36 errors) against float32's three-seed spread of 99.45-99.52%: not the
 # default. avx512_bf16 without AMX (Zen 4): not measured. DIGITS_PRECISION=mixed_bfloat16 opts in.
 BF16_FASTER: dict[str, bool] = {}
