@@ -33,16 +33,16 @@ def test_the_shipped_tables_follow_the_benchmark_rows_of_real_machines():
     """tasks/device.py's ONEDNN_FASTER and BF16_FASTER, not tables of the test's own: oneDNN on for
     AVX-512 (faster on every machine in bench/results/onednn.json), AVX2 left to TensorFlow (no
     AVX2-only machine there), float32 everywhere (mixed_bfloat16 was faster on AMX but less accurate)."""
+    results = json.loads((ROOT / "bench/results/onednn.json").read_text())
     measured = {}                                    # kind -> {machine: faster?}
-    for machine, result in json.loads((ROOT / "bench/results/onednn.json").read_text()).items():
+    for machine, result in results.items():
         for kind, faster in (result.get("faster") or {f"oneDNN, {k}": v for k, v in result["oneDNN faster"].items()
                                                      if "limited" not in k}).items():
             measured.setdefault(kind, {})[machine] = faster
     assert device.ONEDNN_FASTER == {"avx512": True} and set(measured["oneDNN, avx512"].values()) == {True}
     assert "oneDNN, avx2" not in measured
     # bf16: faster on the AMX machine, but the quick recipe lost validation accuracy there
-    amx = [r for r in json.loads((ROOT / "bench/results/onednn.json").read_text()).values()
-           if (r.get("faster") or {}).get("mixed_bfloat16, amx")]
+    amx = [r for r in results.values() if (r.get("faster") or {}).get("mixed_bfloat16, amx")]
     recipe = amx[0]["quick recipe, mixed_bfloat16"]
     assert recipe["val_accuracy"] < recipe["float32_three_seed_spread"]["val_accuracy"][0]
     assert recipe["keeps_accuracy"] is False and device.BF16_FASTER == {}
