@@ -118,3 +118,22 @@ def test_the_switch_reaches_tensorflow_and_the_device_line():
                              capture_output=True, text=True).stdout.strip().splitlines()[-1]
         assert out == f"{on} | device: CPU; strategy: default; precision: {precision}; XLA: off; steps per call: 16; " \
                       f"oneDNN: {'on' if on else 'off'} ($DIGITS_ONEDNN={pref})"
+
+
+def test_the_benchmark_decides_by_work_per_image_which_a_slow_spell_leaves_alone():
+    """bf16's two rounds both fell in a slow spell (1,195 images/s, one core busy) while float32 ran
+    fast once: the fastest round would call float32 faster, the work per image says bf16."""
+    from bench.onednn import decide, summarize
+    run = lambda ips, cpu: {"images_per_second": ips, "cpu_seconds_per_1000": cpu, "cores_busy": ips * cpu / 1000}
+    rows = summarize({"off": [run(599, 1.64), run(1089, 1.72)],
+                      "on": [run(1682, 1.081), run(1196, 1.05), run(1194, 1.09)],
+                      "on, threads pinned": [run(1712, 1.071), run(1195, 1.07)],
+                      "on, threads pinned, mixed_bfloat16": [run(1196, 0.899), run(1194, 0.90)]})
+    assert rows["on"]["images_per_second"] == 1682 and rows["on"]["cores_busy"] == 1.82
+    assert rows["on"]["cpu_seconds_per_1000_images"] == 1.081                        # the median round
+    assert rows["off"]["cpu_seconds_per_1000_images"] == 1.68
+    assert rows["on"]["all_rounds_cpu_seconds_per_1000_images"] == [1.081, 1.05, 1.09]
+    assert decide(rows, "avx512", "amx") == {"oneDNN, avx512": True, "mixed_bfloat16, amx": True}
+    del rows["on, threads pinned, mixed_bfloat16"]
+    rows["on"]["cpu_seconds_per_1000_images"] = 1.7
+    assert decide(rows, "avx2", "none") == {"oneDNN, avx2": False}
