@@ -24,8 +24,8 @@ from digits.params import ParamsError
 ONEDNN_BY_DEFAULT = {"avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile"}
 # Which setting trained the quick preset faster, per CPU kind, measured by `python -m bench.onednn`
 # on real machines of that kind (bench/results/onednn.json, docs/benchmarks.md); a kind not here
-# keeps TensorFlow's default. avx512: on (2-core Xeon with AMX, 1.5-1.6x the images/s of off in the
-# best rounds; Zen 4 EPYC, 1.37x). avx2: not measured with this benchmark (TensorFlow's default: off).
+# keeps TensorFlow's default. avx512: on (2-core Xeon with AMX, 0.64x the CPU seconds per image of off
+# in run 3; Zen 4 EPYC, 1.37x the images/s). avx2: not measured with this benchmark (TensorFlow's default: off).
 ONEDNN_FASTER = {"avx512": True}
 ONEDNN_ENV = "DIGITS_ONEDNN"          # auto (the table above), on or off
 
